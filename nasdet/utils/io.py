@@ -1,0 +1,56 @@
+"""Atomic writes: a killed process never leaves a half-written result file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Write ``path`` through ``write(tmp_path)`` and rename it into place.
+
+    The temporary file lives in the same directory, so the final ``os.replace`` is
+    atomic on POSIX file systems.
+
+    Args:
+        path: Destination file.
+        write: Callable that writes the complete content to the path it is given.
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Atomically write ``text`` to ``path`` (UTF-8)."""
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any, *, indent: int = 2) -> Path:
+    """Atomically write ``obj`` as JSON to ``path``."""
+    text = json.dumps(obj, indent=indent, sort_keys=False, default=_json_default) + "\n"
+    return atomic_write_text(path, text)
+
+
+def _json_default(obj: Any) -> Any:
+    # NumPy / torch scalars and arrays appear in measurements; store plain numbers.
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
