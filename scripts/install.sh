@@ -24,6 +24,10 @@ torch_spec="${NASDET_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
 mmcv_version="2.1.0"
 
 log() { printf '[install] %s\n' "$*" >&2; }
+# pip -q still warns about each configured find-links location that lacks a package.
+quiet_pip() {
+  "$venv/bin/python" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v 'is ignored: it is neither' >&2)
+}
 
 stamp="$venv/.nasdet-install-stamp"
 inputs_hash="$( (cat "$repo/pyproject.toml" "$repo/scripts/install.sh"; echo "$torch_spec"; echo "${NASDET_SKIP_TORCH:-}") | sha256sum | cut -c1-16)"
@@ -36,16 +40,13 @@ if [[ ! -x "$venv/bin/python" ]]; then
   log "creating venv at $venv with $py"
   "$py" -m venv "$venv"
 fi
-pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
+pip=(quiet_pip install)
 
 if [[ -z "${NASDET_SKIP_TORCH:-}" ]]; then
   log "installing $torch_spec"
   # shellcheck disable=SC2086
   "${pip[@]}" $torch_spec
 fi
-# mmcv's setup.py imports pkg_resources, which setuptools>=70 dropped.
-"${pip[@]}" "setuptools<70" wheel ninja
-
 key="$("$venv/bin/python" - <<'PY'
 import sys, torch
 cuda = torch.version.cuda if torch.cuda.is_available() or __import__('os').environ.get('FORCE_CUDA') else None
@@ -55,9 +56,12 @@ PY
 wheel_dir="$cache/wheels/mmcv-$mmcv_version-$key"
 if ! ls "$wheel_dir"/mmcv-*.whl >/dev/null 2>&1; then
   log "building mmcv $mmcv_version with ops for $key (once; ~12 min on 2 cores)"
+  # mmcv's setup.py imports pkg_resources, which setuptools>=70 dropped; torch wants
+  # setuptools>=77 at run time, so the old one is only there during the build.
+  "${pip[@]}" "setuptools<70" wheel ninja
   build="$(mktemp -d)"
   trap 'rm -rf "$build"' EXIT
-  "$venv/bin/python" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
+  quiet_pip download --no-deps --no-binary :all: \
     "mmcv==$mmcv_version" -d "$build"
   tar -xzf "$build"/mmcv-"$mmcv_version".tar.gz -C "$build"
   src="$build/mmcv-$mmcv_version"
@@ -65,12 +69,13 @@ if ! ls "$wheel_dir"/mmcv-*.whl >/dev/null 2>&1; then
   sed -i -E 's/-std=c\+\+1[47]/-std=c++20/g' "$src/setup.py"
   grep -q 'c++20' "$src/setup.py" || { log "could not patch mmcv's setup.py for C++20"; exit 1; }
   (cd "$src" && MAX_JOBS="${MAX_JOBS:-$(nproc)}" MMCV_WITH_OPS=1 \
-    "$venv/bin/python" -m pip wheel --disable-pip-version-check -q --no-deps --no-build-isolation . -w "$build/out")
+    quiet_pip wheel --no-deps --no-build-isolation . -w "$build/out")
   mkdir -p "$wheel_dir"
   # Atomic publish: copy under a temp name, then rename.
   whl="$(ls "$build"/out/mmcv-*.whl)"
   cp "$whl" "$wheel_dir/.tmp-$(basename "$whl")"
   mv "$wheel_dir/.tmp-$(basename "$whl")" "$wheel_dir/$(basename "$whl")"
+  "${pip[@]}" "setuptools>=77"
 fi
 log "installing cached mmcv wheel from $wheel_dir"
 "${pip[@]}" --no-deps "$wheel_dir"/mmcv-*.whl

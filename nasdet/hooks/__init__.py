@@ -1,0 +1,5 @@
+"""mmengine hooks registered by nasdet (configs import them through custom_imports)."""
+
+from nasdet.hooks.metrics_dump import MetricsDumpHook
+
+__all__ = ["MetricsDumpHook"]

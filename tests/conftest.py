@@ -1,0 +1,58 @@
+"""Shared fixtures: a very small synthetic dataset and the tiny detector configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+def shrink_config(name: str, data_root: Path, work_dir: Path, *, epochs: int = 1,
+                  **overrides: Any):
+    """A repo config made into a seconds-long CPU run on a 64-px dataset at ``data_root``."""
+    from nasdet.train import load_config, set_data_root
+
+    cfg = load_config(CONFIGS / name, work_dir=work_dir, cfg_options={
+        "train_cfg.max_epochs": epochs,
+        "train_cfg.val_interval": epochs,
+        "train_dataloader.batch_size": 4,
+        "val_dataloader.batch_size": 4,
+        "default_hooks.logger.interval": 1,
+        "default_hooks.checkpoint.save_best": None,
+        "default_hooks.checkpoint.max_keep_ckpts": -1,
+        "param_scheduler": [],
+        "visualizer.vis_backends": [dict(type="LocalVisBackend")],
+        **overrides,
+    })
+    set_data_root(cfg, data_root)
+    cfg.pop("synthetic_data")
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        for step in cfg[loader].dataset.pipeline:
+            if step.type == "Resize":
+                step.scale = (64, 64)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_det_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """16 train / 8 val images of 64 px, 4 shape classes (generated once per session)."""
+    from nasdet.data import ensure_dataset
+
+    root = tmp_path_factory.mktemp("data") / "det"
+    ensure_dataset("detection", root, num_classes=4, image_size=64, num_train=16,
+                   num_val=8, scale_range=(12, 32), seed=0, progress=False)
+    return root
+
+
+@pytest.fixture()
+def tiny_cfg(tiny_det_root: Path, tmp_path: Path):
+    """``tiny_cfg(name, epochs, **cfg_options)``: a shrunk repo config in ``tmp_path``."""
+
+    def load(name: str = "tiny_faster_rcnn_synth.py", epochs: int = 1, **overrides: Any):
+        return shrink_config(name, tiny_det_root, tmp_path / "work", epochs=epochs, **overrides)
+
+    return load
