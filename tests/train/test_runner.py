@@ -73,7 +73,8 @@ def test_evaluate_checkpoint(trained, tiny_cfg):
 
 
 def test_load_from_checkpoint_of_another_architecture_is_refused(trained, tiny_cfg, tmp_path):
-    narrow = tiny_cfg(**{"model.backbone.base_channels": 16,
+    narrow = tiny_cfg(**{"model.backbone.widths": [16, 32, 64, 128],
+                         "model.backbone.stem_channels": 16,
                          "model.neck.in_channels": [16, 32, 64, 128]})
     narrow.load_from = str(Path(trained[0].work_dir) / "epoch_2.pth")
     with pytest.raises(NasdetError, match=r"epoch_2\.pth: backbone\.conv1\.weight: .*shape"):

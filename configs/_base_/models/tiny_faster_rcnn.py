@@ -10,10 +10,10 @@ model = dict(
         bgr_to_rgb=True,
         pad_size_divisor=32),
     backbone=dict(
-        type='ResNet',
+        type='FlexResNet',  # nasdet.models: widths, depths and tying are config choices
         depth=18,
-        base_channels=32,
-        num_stages=4,
+        widths=[32, 64, 128, 256],
+        stem_channels=32,
         out_indices=(0, 1, 2, 3),
         frozen_stages=-1,
         norm_cfg=dict(type='BN', requires_grad=True),
