@@ -75,7 +75,7 @@ if ! ls "$wheel_dir"/mmcv-*.whl >/dev/null 2>&1; then
   whl="$(ls "$build"/out/mmcv-*.whl)"
   cp "$whl" "$wheel_dir/.tmp-$(basename "$whl")"
   mv "$wheel_dir/.tmp-$(basename "$whl")" "$wheel_dir/$(basename "$whl")"
-  "${pip[@]}" "setuptools>=77"
+  "${pip[@]}" "setuptools>=77,<81"
 fi
 log "installing cached mmcv wheel from $wheel_dir"
 "${pip[@]}" --no-deps "$wheel_dir"/mmcv-*.whl
