@@ -1,0 +1,96 @@
+"""Training-free proxies: a registry, model adapters and the published baselines.
+
+Use::
+
+    from nasdet.proxies import MMDetAdapter, compute_proxies
+    adapter = MMDetAdapter(model, data_batch)
+    for r in compute_proxies(model, adapter, ["params", "macs", "synflow", "zen"]):
+        print(r.name, r.value, r.unit, f"{r.seconds:.2f} s", r.error or "")
+
+Registered baselines (``PROXIES``):
+
+============  =======  ========  =====================================================
+name          mode     needs     reference
+============  =======  ========  =====================================================
+params        eval     none      parameter count
+macs          eval     none      multiply-accumulates per image
+grad_norm     train    loss      Abdelfattah et al., ICLR 2021
+snip          train    loss      Lee et al., ICLR 2019
+synflow       eval     features  Tanaka et al., NeurIPS 2020
+naswot        train    features  Mellor et al., ICML 2021
+zen           train    features  Lin et al., ICCV 2021
+maedet        eval     features  Sun et al., ICML 2022
+============  =======  ========  =====================================================
+
+Intrinsic-dimensionality proxies (eigenspectrum of the feature covariance, built on
+:mod:`nasdet.spectrum`) belong in this registry too: subclass :class:`Proxy` with
+``needs = 'features'``, read ``adapter.features(model, adapter.inputs())`` (or
+``stage_features``), decorate with ``@PROXIES.register_module(name='id_...')`` in a module
+of this package, and import that module at the end of this file.
+
+A new proxy::
+
+    @PROXIES.register_module(name="my_proxy")
+    class MyProxy(Proxy):
+        name, mode, needs, unit = "my_proxy", "eval", "features", "log"
+        reference = "Author et al., Venue Year"
+
+        def compute(self, model, adapter):
+            feats = adapter.features(model, adapter.inputs())
+            ...
+"""
+
+from __future__ import annotations
+
+from nasdet.proxies.adapters import (
+    MMDetAdapter,
+    ModelAdapter,
+    TorchAdapter,
+    flatten_tensors,
+    sum_losses,
+)
+from nasdet.proxies.base import (
+    PROXIES,
+    Proxy,
+    ProxyResult,
+    compute_proxies,
+    preserved_state,
+    registered_proxies,
+)
+
+# Importing the definitions registers them.
+from nasdet.proxies.cost import MACs, Params, count_macs_hooks, count_macs_mmengine
+from nasdet.proxies.gradient import GradNorm, Snip, loss_gradients
+from nasdet.proxies.maedet import MAEDet
+from nasdet.proxies.naswot import NASWOT, hamming_kernel
+from nasdet.proxies.synflow import SynFlow
+from nasdet.proxies.zen import Zen
+
+# Intrinsic-dimensionality proxies (nasdet.spectrum based) are imported here, e.g.
+# ``from nasdet.proxies.intrinsic_dim import ...``.
+
+__all__ = [
+    "MACs",
+    "MAEDet",
+    "MMDetAdapter",
+    "ModelAdapter",
+    "NASWOT",
+    "PROXIES",
+    "GradNorm",
+    "Params",
+    "Proxy",
+    "ProxyResult",
+    "Snip",
+    "SynFlow",
+    "TorchAdapter",
+    "Zen",
+    "compute_proxies",
+    "count_macs_hooks",
+    "count_macs_mmengine",
+    "flatten_tensors",
+    "hamming_kernel",
+    "loss_gradients",
+    "preserved_state",
+    "registered_proxies",
+    "sum_losses",
+]
