@@ -23,10 +23,8 @@ maedet        eval     features  Sun et al., ICML 2022
 ============  =======  ========  =====================================================
 
 Intrinsic-dimensionality proxies (eigenspectrum of the feature covariance, built on
-:mod:`nasdet.spectrum`) belong in this registry too: subclass :class:`Proxy` with
-``needs = 'features'``, read ``adapter.features(model, adapter.inputs())`` (or
-``stage_features``), decorate with ``@PROXIES.register_module(name='id_...')`` in a module
-of this package, and import that module at the end of this file.
+:mod:`nasdet.spectrum`; see :mod:`nasdet.proxies.intrinsic_dim`): ``id_sum``,
+``id_mean``, ``id_util``, ``spectrum_entropy`` and ``id_trained``.
 
 A new proxy::
 
@@ -66,10 +64,20 @@ from nasdet.proxies.naswot import NASWOT, hamming_kernel
 from nasdet.proxies.synflow import SynFlow
 from nasdet.proxies.zen import Zen
 
-# Intrinsic-dimensionality proxies (nasdet.spectrum based) are imported here, e.g.
-# ``from nasdet.proxies.intrinsic_dim import ...``.
+from nasdet.proxies.intrinsic_dim import (
+    IDMean,
+    IDSum,
+    IDTrained,
+    IDUtilisation,
+    SpectrumEntropy,
+    layer_spectra,
+)
 
 __all__ = [
+    "IDMean",
+    "IDSum",
+    "IDTrained",
+    "IDUtilisation",
     "MACs",
     "MAEDet",
     "MMDetAdapter",
@@ -81,6 +89,7 @@ __all__ = [
     "Proxy",
     "ProxyResult",
     "Snip",
+    "SpectrumEntropy",
     "SynFlow",
     "TorchAdapter",
     "Zen",
@@ -89,6 +98,7 @@ __all__ = [
     "count_macs_mmengine",
     "flatten_tensors",
     "hamming_kernel",
+    "layer_spectra",
     "loss_gradients",
     "preserved_state",
     "registered_proxies",
