@@ -9,8 +9,11 @@ export NASDET_VENV := $(abspath $(VENV))
 install:
 	@bash scripts/install.sh
 
+# A second `make demo` continues (or, when finished, just re-reports) the same study.
+DEMO_DIR ?= work_dirs/demo
 demo: install
-	$(PY) tools/train.py configs/tiny_faster_rcnn_synth.py
+	$(PY) tools/search.py configs/search/tiny_synth.yaml --work-dir $(DEMO_DIR) \
+		$$([ -f $(DEMO_DIR)/study.db ] && echo --resume) $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -1,0 +1,206 @@
+"""One trial: fidelity stages in order, each reporting as it finishes.
+
+The evaluator knows nothing of Optuna or Ray. A driver passes a ``report`` callback;
+the callback may raise (e.g. ``optuna.TrialPruned``) to stop a trial between stages.
+Every trial writes under its own absolute directory::
+
+    <trial_dir>/candidate.py     standalone config (tools/train.py retrains it)
+    <trial_dir>/params.json      the sampled parameters
+    <trial_dir>/metrics.json     every metric so far, rewritten after each stage
+    <trial_dir>/spectrum.json    per-layer eigenvalues and ID measures (proxy stage)
+    <trial_dir>/train/           mmengine work dir of the train stages
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nasdet.errors import NasdetError
+from nasdet.search.config import SearchConfig, Stage
+from nasdet.utils.io import atomic_write_json
+
+ReportFn = Callable[[Stage, int, dict[str, float]], None]
+
+# Layers whose spectra a trial records: backbone stages and FPN levels.
+SPECTRUM_LAYERS = ("backbone_stages", "fpn")
+
+
+class CandidateRejected(Exception):
+    """A candidate that breaks the space's constraints (not an error of the search)."""
+
+
+class TrialEvaluator:
+    """Run the stages of a search config on candidates of its space.
+
+    Args:
+        config: The validated search config.
+        keep_checkpoints: Keep each trial's training checkpoints (otherwise removed
+            when the trial ends, keeping disk use flat over long searches).
+        data_root: Dataset root for every candidate (default: the base config's),
+            made absolute so trials never depend on their working directory.
+        cfg_options: ``key.sub=value`` overrides applied to every candidate's config.
+
+    Example:
+        >>> from nasdet.search import load_search_config, TrialEvaluator
+        >>> cfg = load_search_config('configs/search/tiny_synth.yaml')  # doctest: +SKIP
+        >>> evaluator = TrialEvaluator(cfg)  # doctest: +SKIP
+    """
+
+    def __init__(self, config: SearchConfig, *, keep_checkpoints: bool = False,
+                 data_root: str | Path | None = None,
+                 cfg_options: dict[str, Any] | None = None):
+        from nasdet.space import SearchSpace
+
+        self.config = config
+        self.space = SearchSpace.from_yaml(config.space_path)
+        self.keep_checkpoints = keep_checkpoints
+        self.data_root = Path(data_root).absolute() if data_root else None
+        self.cfg_options = {**config.cfg_options, **(cfg_options or {})}
+
+    # -- the trial ------------------------------------------------------------------
+    def run(self, candidate: Any, trial_dir: str | Path, report: ReportFn) -> dict[str, float]:
+        """Evaluate ``candidate`` stage by stage.
+
+        Args:
+            candidate: A :class:`nasdet.space.Candidate` of this evaluator's space.
+            trial_dir: The trial's own directory (made absolute).
+            report: Called after each stage with (stage, stage index, all metrics so far).
+
+        Returns:
+            All metrics of the trial (see :mod:`nasdet.search.config`).
+
+        Raises:
+            CandidateRejected: the candidate is over the space's budget.
+        """
+        trial_dir = Path(trial_dir).absolute()
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.candidate_config(candidate)
+        candidate.dump(trial_dir / "candidate.py")
+        atomic_write_json(trial_dir / "params.json", dict(candidate.params))
+        metrics: dict[str, float] = {}
+        try:
+            for index, stage in enumerate(self.config.stages):
+                start = time.perf_counter()
+                if stage.type == "complexity":
+                    metrics.update(self._complexity(candidate))
+                elif stage.type == "proxy":
+                    metrics.update(self._proxies(cfg, stage, trial_dir))
+                else:
+                    metrics.update(self._train(cfg, stage, trial_dir))
+                metrics[f"seconds/{stage.name}"] = time.perf_counter() - start
+                atomic_write_json(trial_dir / "metrics.json", {
+                    "metrics": metrics, "stages_done": index + 1,
+                    "units": "ap/ap50: COCO bbox AP as fractions; macs/params: counts; "
+                             "seconds/*: wall-clock seconds of the stage"})
+                report(stage, index, metrics)
+        finally:
+            if not self.keep_checkpoints:
+                for ckpt in (trial_dir / "train").glob("*.pth"):
+                    ckpt.unlink()
+        return metrics
+
+    def candidate_config(self, candidate: Any):
+        """The candidate's full mmengine config, data root made absolute."""
+        from nasdet.train import set_data_root
+
+        cfg = candidate.to_config()
+        if self.cfg_options:
+            cfg.merge_from_dict(self.cfg_options)
+        root = self.data_root or Path(str(cfg.get("data_root", "data"))).absolute()
+        set_data_root(cfg, root)
+        return cfg
+
+    # -- stages ---------------------------------------------------------------------
+    def _complexity(self, candidate: Any) -> dict[str, float]:
+        cost = self.space.complexity(candidate)
+        ok, reason = self.space.check_constraints(candidate)
+        if not ok:
+            raise CandidateRejected(reason)
+        return {"params": float(cost["params"]), "macs": float(cost["macs"])}
+
+    def _proxies(self, cfg, stage: Stage, trial_dir: Path) -> dict[str, float]:
+        from nasdet.proxies import MMDetAdapter, compute_proxies
+        from nasdet.spectrum import SpectrumProbe
+        from nasdet.utils.io import atomic_write_json as write
+
+        model = build_model(cfg)
+        batch = probe_batch(cfg, stage.options["num_images"])
+        adapter = MMDetAdapter(model, batch)
+        results = compute_proxies(model, adapter, stage.options["proxies"])
+        out: dict[str, float] = {}
+        for r in results:
+            if not r.ok:
+                raise NasdetError(f"proxy failed: {r.error}", key=f"proxy/{r.name}")
+            out[f"proxy/{r.name}"] = float(r.value)
+            out[f"seconds/proxy/{r.name}"] = r.seconds
+        model.eval()
+        with torch.no_grad(), SpectrumProbe(model, list(SPECTRUM_LAYERS)) as probe:
+            model.extract_feat(adapter.inputs())
+        write(trial_dir / "spectrum.json", {
+            "layers": {name: s.to_dict() for name, s in probe.results().items()},
+            "num_images": stage.options["num_images"],
+            "units": "eigenvalues of the channel covariance of each feature map "
+                     "(samples = images x positions, at initialisation)"})
+        return out
+
+    def _train(self, cfg, stage: Stage, trial_dir: Path) -> dict[str, float]:
+        from nasdet.train import train
+
+        cfg = cfg.copy()
+        cfg.work_dir = str(trial_dir / "train")
+        cfg.train_cfg.max_epochs = stage.options["epochs"]
+        cfg.train_cfg.val_interval = stage.options["epochs"]
+        cfg.default_hooks.checkpoint.interval = stage.options["epochs"]
+        cfg.default_hooks.checkpoint.save_best = None
+        cfg.default_hooks.logger.interval = 50
+        if stage.options.get("cfg_options"):
+            cfg.merge_from_dict(stage.options["cfg_options"])
+        # A later train stage continues the same run from the previous stage's end.
+        metrics = train(cfg, resume="auto")
+        ap = float(metrics.get("coco/bbox_mAP", 0.0))
+        ap50 = float(metrics.get("coco/bbox_mAP_50", 0.0))  # empty: no detections at all
+        return {"ap": ap, "ap50": ap50, f"{stage.name}/ap": ap, f"{stage.name}/ap50": ap50}
+
+
+def build_model(cfg) -> torch.nn.Module:
+    """Build the detector of an mmengine config with nasdet's modules registered."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    import nasdet.models  # noqa: F401  (registers nasdet's modules)
+
+    register_all_modules(init_default_scope=True)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model
+
+
+def probe_batch(cfg, num_images: int) -> dict[str, Any]:
+    """The first ``num_images`` training images, as a dataloader yields them.
+
+    The same images for every candidate (no shuffling, no random flip), so proxy
+    scores of different candidates are comparable.
+    """
+    from mmdet.registry import DATASETS
+    from mmengine.dataset import pseudo_collate
+
+    from nasdet.train import prepare_data
+
+    prepare_data(cfg, progress=False)
+    ds_cfg = cfg.train_dataloader.dataset.copy()
+    ds_cfg.pipeline = [t for t in ds_cfg.pipeline if t.type != "RandomFlip"]
+    dataset = DATASETS.build(ds_cfg)
+    n = min(num_images, len(dataset))
+    return pseudo_collate([dataset[i] for i in range(n)])
+
+
+def clear_trial_dir(trial_dir: Path) -> None:
+    """Remove what a trial that did not finish left behind (a re-run starts clean)."""
+    if trial_dir.exists():
+        shutil.rmtree(trial_dir)

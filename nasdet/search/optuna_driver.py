@@ -1,0 +1,235 @@
+"""The in-process search driver: one Optuna study, trials run here one after another.
+
+TPE for one objective, NSGA-II for several; a median pruner stops trials between
+fidelity stages (single objective). Every finished trial is in the storage the moment
+it ends, so a search killed with SIGKILL loses only the trial in flight; ``resume``
+continues the study until it has ``n_trials`` finished trials.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from nasdet.errors import NasdetError
+from nasdet.search.config import SearchConfig, Stage
+from nasdet.search.evaluator import CandidateRejected, TrialEvaluator
+from nasdet.search.storage import default_storage_url, open_storage
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def counts_towards_n_trials(trial: optuna.trial.FrozenTrial) -> bool:
+    """Finished trials, except those cut off by a killed driver (they are re-run).
+
+    A trial that raised carries a ``fail_reason``; one failed by the heartbeat check or
+    by :func:`_fail_interrupted` does not.
+    """
+    if trial.state == TrialState.FAIL:
+        return "fail_reason" in trial.user_attrs
+    return trial.state in FINISHED
+
+
+def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
+    """The sampler the config asks for (seeded)."""
+    kind = config.sampler.get("type")
+    seed = config.sampler.get("seed", config.seed)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(
+            seed=seed, population_size=int(config.sampler.get("population_size", 8)))
+    # multivariate + group handle define-by-run spaces whose parameters come and go.
+    return optuna.samplers.TPESampler(
+        seed=seed, multivariate=True, group=True, constant_liar=True,
+        n_startup_trials=int(config.sampler.get("n_startup_trials", 4)))
+
+
+def make_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
+    """Median pruning over stage index, or none (always none for several objectives)."""
+    if config.multi_objective or config.pruner.get("type") == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=int(config.pruner.get("n_startup_trials", 2)), n_warmup_steps=0)
+
+
+def stage_score(config: SearchConfig, stage: Stage, metrics: dict[str, float]) -> float | None:
+    """The value a pruner compares after ``stage`` (None: nothing comparable yet).
+
+    Proxy stages report their ``report`` proxy, train stages the first objective's
+    metric (e.g. ``ap50``), so trials are compared at the same stage on the same scale.
+    """
+    if stage.type == "proxy":
+        return metrics[f"proxy/{stage.options['report']}"]
+    if stage.type == "train":
+        return metrics.get(config.objectives[0].metric, metrics.get("ap50"))
+    return None
+
+
+def objective_values(config: SearchConfig, metrics: dict[str, float]) -> list[float]:
+    """The objectives' values of a finished trial."""
+    return [float(metrics[o.metric]) for o in config.objectives]
+
+
+class OptunaSearch:
+    """Run a search config with Optuna in this process.
+
+    Args:
+        config: The validated search config.
+        work_dir: Where trial directories, the default SQLite storage and reports go.
+        storage: Any Optuna storage URL (default: ``sqlite:///<work_dir>/study.db``).
+        study_name: Default: the search config's file stem.
+        resume: Continue an existing study; without it an existing study is an error.
+        keep_checkpoints: Keep trials' checkpoints.
+        data_root: Dataset root for every candidate (see :class:`TrialEvaluator`).
+        cfg_options: Overrides applied to every candidate's config.
+
+    Example:
+        >>> from nasdet.search import OptunaSearch, load_search_config
+        >>> cfg = load_search_config('configs/search/tiny_synth.yaml')  # doctest: +SKIP
+        >>> study = OptunaSearch(cfg, 'work_dirs/search').run()  # doctest: +SKIP
+    """
+
+    def __init__(self, config: SearchConfig, work_dir: str | Path, *, storage: str | None = None,
+                 study_name: str | None = None, resume: bool = False,
+                 keep_checkpoints: bool = False, data_root: str | Path | None = None,
+                 cfg_options: dict[str, Any] | None = None):
+        self.config = config
+        self.work_dir = Path(work_dir).absolute()
+        self.storage_url = storage or default_storage_url(self.work_dir)
+        self.study_name = study_name or config.path.stem
+        self.resume = resume
+        self.evaluator = TrialEvaluator(config, keep_checkpoints=keep_checkpoints,
+                                        data_root=data_root, cfg_options=cfg_options)
+        self._started = 0.0
+
+    def open_study(self) -> optuna.Study:
+        """Create (or with ``resume``, load) the study; clear errors for both mistakes."""
+        storage = open_storage(self.storage_url)
+        exists = self.study_name in {s.study_name for s in storage.get_all_studies()}
+        if exists and not self.resume:
+            raise NasdetError(
+                f"study '{self.study_name}' already exists in {self.storage_url}; pass "
+                "--resume to continue it or --study-name for a new one", key="--study-name")
+        if self.resume and not exists:
+            raise NasdetError(f"no study '{self.study_name}' to resume in {self.storage_url}",
+                              key="--resume")
+        directions = [o.direction for o in self.config.objectives]
+        study = optuna.create_study(
+            storage=storage, study_name=self.study_name, directions=directions,
+            sampler=make_sampler(self.config), pruner=make_pruner(self.config),
+            load_if_exists=True)
+        study.set_metric_names([o.metric for o in self.config.objectives])
+        study.set_user_attr("search_config", str(self.config.path))
+        study.set_user_attr("work_dir", str(self.work_dir))
+        return study
+
+    def run(self) -> optuna.Study:
+        """Run until the study has ``n_trials`` finished trials; return the study."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        study = self.open_study()
+        if self.resume:
+            _fail_interrupted(study)
+        done = sum(1 for t in study.get_trials(deepcopy=False) if counts_towards_n_trials(t))
+        todo = max(0, self.config.n_trials - done)
+        print(f"[search] study '{self.study_name}' in {self.storage_url}: "
+              f"{done} finished, {todo} to run", flush=True)
+        self._started = time.perf_counter()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study.optimize(self._objective, n_trials=todo, catch=(Exception,),
+                       callbacks=[self._progress], gc_after_trial=True)
+        return study
+
+    # -- one trial --------------------------------------------------------------------
+    def _objective(self, trial: optuna.Trial) -> float | list[float]:
+        candidate = self.evaluator.space.suggest(trial)
+        trial_dir = self.work_dir / "trials" / f"{trial.number:04d}"
+        trial.set_user_attr("trial_dir", str(trial_dir))
+        trial.set_user_attr("candidate_key", candidate.key)
+
+        def report(stage: Stage, index: int, metrics: dict[str, float]) -> None:
+            trial.set_user_attr("metrics", metrics)
+            score = stage_score(self.config, stage, metrics)
+            if score is None or self.config.multi_objective:
+                return
+            trial.report(score, index)
+            if trial.should_prune():
+                trial.set_user_attr("pruned_after", stage.name)
+                raise optuna.TrialPruned(f"pruned after stage '{stage.name}'")
+
+        try:
+            metrics = self.evaluator.run(candidate, trial_dir, report)
+        except CandidateRejected as exc:
+            trial.set_user_attr("rejected", str(exc))
+            raise optuna.TrialPruned(f"rejected: {exc}") from None
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+            trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
+            raise
+        values = objective_values(self.config, metrics)
+        return values if self.config.multi_objective else values[0]
+
+    def _progress(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        done = sum(1 for t in trials if counts_towards_n_trials(t))
+        state = trial.state.name.lower()
+        what = {"complete": ", ".join(f"{m.metric}={v:.4g}" for m, v in
+                                      zip(self.config.objectives, trial.values or [], strict=False)),
+                "pruned": trial.user_attrs.get("rejected") or
+                          f"after {trial.user_attrs.get('pruned_after', '?')}",
+                "fail": trial.user_attrs.get("fail_reason", "")}.get(state, "")
+        best = _best_text(study, self.config)
+        elapsed = time.perf_counter() - self._started
+        print(f"[search] trial {trial.number} {state}: {what} | {done}/{self.config.n_trials} "
+              f"done | best: {best} | {elapsed / 60:.1f} min", flush=True)
+
+
+def _best_text(study: optuna.Study, config: SearchConfig) -> str:
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not complete:
+        return "-"
+    if config.multi_objective:
+        return f"{len(study.best_trials)} on the Pareto front"
+    best = study.best_trial
+    return f"{config.objectives[0].metric}={best.value:.4g} (trial {best.number})"
+
+
+def _fail_interrupted(study: optuna.Study) -> None:
+    """Mark trials left RUNNING by a killed driver as FAIL.
+
+    RDB storages do this by heartbeat once the grace period has passed; a journal
+    storage has no heartbeat, so a resumed driver assumes it is the study's only worker.
+    """
+    from optuna.storages._heartbeat import fail_stale_trials, is_heartbeat_enabled
+
+    storage = study._storage
+    if is_heartbeat_enabled(storage):
+        fail_stale_trials(study)
+        return
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+
+
+def trial_rows(study: optuna.Study, config: SearchConfig) -> list[dict[str, Any]]:
+    """One row per trial: number, state, parameters, metrics, reasons."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"trial": t.number, "state": t.state.name,
+                               "seconds": (t.duration.total_seconds() if t.duration else None)}
+        row.update({f"param/{k}": v for k, v in t.params.items()})
+        row.update(t.user_attrs.get("metrics", {}))
+        if t.state == TrialState.FAIL and not counts_towards_n_trials(t):
+            row["fail_reason"] = "interrupted: the driver was killed while it ran"
+        for key in ("rejected", "pruned_after", "fail_reason", "trial_dir"):
+            if key in t.user_attrs:
+                row[key] = t.user_attrs[key]
+        rows.append(row)
+    return rows

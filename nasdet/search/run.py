@@ -1,0 +1,84 @@
+"""``run_search``: the main job, whatever the backend; then the report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from nasdet.errors import NasdetError
+from nasdet.search.config import load_search_config
+
+
+def run_search(
+    config_path: str | Path,
+    work_dir: str | Path,
+    *,
+    backend: str = "optuna",
+    n_trials: int | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    cpus_per_trial: float = 1,
+    gpus_per_trial: float = 0,
+    keep_checkpoints: bool = False,
+    data_root: str | Path | None = None,
+    cfg_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Validate everything, run the search, write the report.
+
+    Args:
+        config_path: Search config YAML.
+        work_dir: Trials, storage and report go here (absolute paths inside).
+        backend: ``optuna`` (in-process) or ``ray`` (Ray Tune, local or ``address``).
+        n_trials: Overrides the config's ``n_trials``.
+        storage: Optuna storage URL (optuna backend).
+        study_name: Study / experiment name (default: config file stem).
+        resume: Continue an interrupted search.
+        address: Ray cluster address (ray backend).
+        cpus_per_trial: Ray resources per trial.
+        gpus_per_trial: Ray resources per trial.
+        keep_checkpoints: Keep trials' checkpoints.
+        data_root: Dataset root for every candidate (default: the base config's).
+        cfg_options: Overrides applied to every candidate's config.
+
+    Returns:
+        ``{"rows": [...], "report": Path, "elapsed_s": float}``.
+    """
+    from nasdet.report import write_search_report
+
+    config = load_search_config(config_path, n_trials=n_trials)
+    work_dir = Path(work_dir).absolute()
+    start = time.perf_counter()
+    study = None
+    if backend == "optuna":
+        from nasdet.search.optuna_driver import OptunaSearch, trial_rows
+
+        driver = OptunaSearch(config, work_dir, storage=storage, study_name=study_name,
+                              resume=resume, keep_checkpoints=keep_checkpoints,
+                              data_root=data_root, cfg_options=cfg_options)
+        study = driver.run()
+        rows = trial_rows(study, config)
+        name = driver.study_name
+    elif backend == "ray":
+        if storage:
+            raise NasdetError("the ray backend keeps its results under --work-dir; "
+                              "--storage is for the optuna backend", key="--storage")
+        from nasdet.search.ray_driver import RaySearch
+
+        driver = RaySearch(config, work_dir, address=address, cpus_per_trial=cpus_per_trial,
+                           gpus_per_trial=gpus_per_trial, resume=resume,
+                           keep_checkpoints=keep_checkpoints, study_name=study_name,
+                           data_root=data_root, cfg_options=cfg_options)
+        driver.run()
+        rows = driver.rows()
+        name = driver.study_name
+    else:
+        raise NasdetError(f"unknown backend {backend!r} (optuna or ray)", key="--backend")
+    elapsed = time.perf_counter() - start
+    report = write_search_report(
+        rows, work_dir / "report", title=f"Search '{name}' ({backend})",
+        objectives=[(o.metric, o.direction) for o in config.objectives], study=study,
+        elapsed_s=elapsed)
+    return {"rows": rows, "report": report, "elapsed_s": elapsed}
