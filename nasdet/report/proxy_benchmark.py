@@ -123,8 +123,8 @@ def write_proxy_report(rows: list[dict[str, Any]], out_dir: str | Path, *, targe
                   "percentile interval over architectures", "top10_recall": "fraction",
                   "proxy_seconds": "wall-clock seconds per architecture",
                   "cost_ratio": "proxy seconds / training seconds per architecture"}})
-    lines = [f"| proxy | Kendall τ [95% CI] | Spearman ρ [95% CI] | top-10% recall | "
-             f"seconds | cost / training |", "|---|---|---|---|---|---|"]
+    lines = ["| proxy | Kendall τ [95% CI] | Spearman ρ [95% CI] | top-10% recall | "
+             "seconds | cost / training |", "|---|---|---|---|---|---|"]
     for r in table:
         lines.append(
             f"| {r['proxy']} | {r['kendall_tau']:.2f} [{r['tau_lo']:.2f}, {r['tau_hi']:.2f}] | "

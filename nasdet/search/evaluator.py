@@ -7,6 +7,7 @@ Every trial writes under its own absolute directory::
     <trial_dir>/candidate.py     standalone config (tools/train.py retrains it)
     <trial_dir>/params.json      the sampled parameters
     <trial_dir>/metrics.json     every metric so far, rewritten after each stage
+                                 (``proxy_error/<name>``: why a proxy failed here)
     <trial_dir>/spectrum.json    per-layer eigenvalues and ID measures (proxy stage)
     <trial_dir>/train/           mmengine work dir of the train stages
 """
@@ -21,7 +22,6 @@ from typing import Any
 
 import torch
 
-from nasdet.errors import NasdetError
 from nasdet.search.config import SearchConfig, Stage
 from nasdet.utils.io import atomic_write_json
 
@@ -133,12 +133,13 @@ class TrialEvaluator:
         batch = probe_batch(cfg, stage.options["num_images"])
         adapter = MMDetAdapter(model, batch)
         results = compute_proxies(model, adapter, stage.options["proxies"])
-        out: dict[str, float] = {}
+        out: dict[str, Any] = {}
         for r in results:
-            if not r.ok:
-                raise NasdetError(f"proxy failed: {r.error}", key=f"proxy/{r.name}")
-            out[f"proxy/{r.name}"] = float(r.value)
             out[f"seconds/proxy/{r.name}"] = r.seconds
+            if r.ok:
+                out[f"proxy/{r.name}"] = float(r.value)
+            else:  # recorded for this candidate; the trial goes on
+                out[f"proxy_error/{r.name}"] = r.error
         model.eval()
         with torch.no_grad(), SpectrumProbe(model, list(SPECTRUM_LAYERS)) as probe:
             model.extract_feat(adapter.inputs())

@@ -64,8 +64,8 @@ def stage_score(config: SearchConfig, stage: Stage, metrics: dict[str, float]) -
     Proxy stages report their ``report`` proxy, train stages the first objective's
     metric (e.g. ``ap50``), so trials are compared at the same stage on the same scale.
     """
-    if stage.type == "proxy":
-        return metrics[f"proxy/{stage.options['report']}"]
+    if stage.type == "proxy":  # None when that proxy failed on this candidate
+        return metrics.get(f"proxy/{stage.options['report']}")
     if stage.type == "train":
         return metrics.get(config.objectives[0].metric, metrics.get("ap50"))
     return None
