@@ -10,6 +10,7 @@ Use them from a plain mmdet config with
 ``custom_imports = dict(imports=['nasdet.models'], allow_failed_imports=False)``.
 """
 
+import nasdet.models.transfer  # noqa: F401  (registers the transfer wrappers and FlexGN)
 from nasdet.models.backbones import FlexResNet, TiedBlock, tied_source_index
 from nasdet.models.dense_heads import (
     CLS_REG_SHARING,

@@ -59,11 +59,6 @@ from nasdet.proxies.base import (
 # Importing the definitions registers them.
 from nasdet.proxies.cost import MACs, Params, count_macs_hooks, count_macs_mmengine
 from nasdet.proxies.gradient import GradNorm, Snip, loss_gradients
-from nasdet.proxies.maedet import MAEDet
-from nasdet.proxies.naswot import NASWOT, hamming_kernel
-from nasdet.proxies.synflow import SynFlow
-from nasdet.proxies.zen import Zen
-
 from nasdet.proxies.intrinsic_dim import (
     IDMean,
     IDSum,
@@ -72,6 +67,10 @@ from nasdet.proxies.intrinsic_dim import (
     SpectrumEntropy,
     layer_spectra,
 )
+from nasdet.proxies.maedet import MAEDet
+from nasdet.proxies.naswot import NASWOT, hamming_kernel
+from nasdet.proxies.synflow import SynFlow
+from nasdet.proxies.zen import Zen
 
 __all__ = [
     "IDMean",

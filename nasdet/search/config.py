@@ -7,6 +7,10 @@ A search config is a YAML file (read with ``yaml.safe_load``)::
     sampler: {type: tpe, seed: 0}                # tpe | nsga2 | random
     pruner: {type: median, n_startup_trials: 2}  # median | none (single objective)
     cfg_options: {train_dataloader.dataset.indices: 192}  # for every candidate
+    pretrain:                                  # once, before the first trial, if the
+      source: ../tiny_faster_rcnn_synth.py     # checkpoint (relative to the working
+      checkpoint: work_dirs/pretrain/backbone.pth  # dir) is missing: the transfer
+      epochs: 2                                # strategies of the space load it
     objectives:
       - {metric: ap50, direction: maximize}
       - {metric: macs, direction: minimize}      # two or more: NSGA-II
@@ -37,7 +41,8 @@ STAGE_TYPES = ("complexity", "proxy", "train")
 SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("median", "none")
 _TOP_KEYS = {"space", "n_trials", "sampler", "pruner", "objectives", "stages", "seed",
-             "cfg_options"}
+             "cfg_options", "pretrain"}
+_PRETRAIN_KEYS = {"source", "checkpoint", "epochs", "batch_size", "lr"}
 _STAGE_KEYS = {
     "complexity": {"type", "name"},
     "proxy": {"type", "name", "proxies", "num_images", "report", "layers"},
@@ -81,6 +86,7 @@ class SearchConfig:
     pruner: dict[str, Any]
     seed: int = 0
     cfg_options: dict[str, Any] = field(default_factory=dict)
+    pretrain: dict[str, Any] | None = None
 
     @property
     def metrics(self) -> set[str]:
@@ -165,9 +171,23 @@ def load_search_config(path: str | Path, **overrides: Any) -> SearchConfig:
     cfg_options = raw.get("cfg_options") or {}
     if not isinstance(cfg_options, dict):
         raise _fail(path, "cfg_options", "must be a mapping of dotted config keys to values")
+    pretrain = raw.get("pretrain")
+    if pretrain is not None:
+        if not isinstance(pretrain, dict) or not {"source", "checkpoint"} <= set(pretrain):
+            raise _fail(path, "pretrain", "must be a mapping with 'source' and 'checkpoint'")
+        unknown = set(pretrain) - _PRETRAIN_KEYS
+        if unknown:
+            raise _fail(path, f"pretrain.{sorted(unknown)[0]}",
+                        f"unknown key (expected one of {sorted(_PRETRAIN_KEYS)})")
+        pretrain = dict(pretrain)
+        source = path.parent / str(pretrain["source"])
+        if not source.is_file():
+            raise _fail(path, "pretrain.source", f"config not found: {pretrain['source']}")
+        pretrain["source"] = str(source.resolve())
     cfg = SearchConfig(path=path, space_path=space_path, n_trials=n_trials,
                        objectives=objectives, stages=stages, sampler=sampler, pruner=pruner,
-                       seed=int(raw.get("seed", 0)), cfg_options=dict(cfg_options))
+                       seed=int(raw.get("seed", 0)), cfg_options=dict(cfg_options),
+                       pretrain=pretrain)
     for i, obj in enumerate(objectives):
         if obj.metric not in cfg.metrics:
             raise _fail(path, f"objectives[{i}].metric",

@@ -112,6 +112,8 @@ class TrialEvaluator:
         cfg = candidate.to_config()
         if self.cfg_options:
             cfg.merge_from_dict(self.cfg_options)
+        if self.data_root:  # the user's data: nothing to generate
+            cfg.pop("synthetic_data", None)
         root = self.data_root or Path(str(cfg.get("data_root", "data"))).absolute()
         set_data_root(cfg, root)
         return cfg

@@ -51,6 +51,7 @@ def run_search(
     config = load_search_config(config_path, n_trials=n_trials)
     work_dir = Path(work_dir).absolute()
     start = time.perf_counter()
+    ensure_pretrained(config)
     study = None
     if backend == "optuna":
         from nasdet.search.optuna_driver import OptunaSearch, trial_rows
@@ -82,3 +83,25 @@ def run_search(
         objectives=[(o.metric, o.direction) for o in config.objectives], study=study,
         elapsed_s=elapsed)
     return {"rows": rows, "report": report, "elapsed_s": elapsed}
+
+
+def ensure_pretrained(config) -> Path | None:
+    """Run the config's ``pretrain`` section once: skipped when its checkpoint exists.
+
+    Returns:
+        The checkpoint, or None when the config has no ``pretrain`` section.
+    """
+    if not config.pretrain:
+        return None
+    ckpt = Path(config.pretrain["checkpoint"]).absolute()
+    if ckpt.is_file():
+        return ckpt
+    from nasdet.train.pretrain import pretrain
+
+    print(f"[search] pre-training the source backbone once: {ckpt}", flush=True)
+    options = {k: config.pretrain[k] for k in ("epochs", "batch_size", "lr") if k in config.pretrain}
+    result = pretrain(config.pretrain["source"], work_dir=ckpt.parent, filename=ckpt.name,
+                      **options)
+    print(f"[search] source task top-1 {result.val_top1:.3f} "
+          f"({result.train_seconds:.0f} s)", flush=True)
+    return result.checkpoint

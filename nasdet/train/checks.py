@@ -18,9 +18,10 @@ _NON_REGISTRY_TYPES = {"nms", "soft_nms", "nms_rotated"}
 def _registries() -> list[Any]:
     from mmdet.registry import MODELS, TASK_UTILS
     from mmdet.utils import register_all_modules
+    from mmengine.registry import WEIGHT_INITIALIZERS
 
     register_all_modules(init_default_scope=False)
-    return [MODELS, TASK_UTILS]
+    return [MODELS, TASK_UTILS, WEIGHT_INITIALIZERS]  # init_cfg types: 'Pretrained', ...
 
 
 def _known(type_name: str, registries: list[Any]) -> bool:
