@@ -1,0 +1,634 @@
+"""The Ray Tune driver: the same trials as the Optuna driver, spread over a Ray cluster.
+
+One Tune trial is one candidate. Ray Tune's ``OptunaSearch`` samples it from the
+space's define-by-run ``suggest`` with the sampler :func:`make_sampler` builds (TPE for
+one objective, NSGA-II for several); the trial runs the config's fidelity stages
+through :class:`TrialEvaluator` and calls ``tune.report`` after each stage.
+
+Early stopping uses Tune's asynchronous successive halving (``ASHAScheduler``), one
+rung per fidelity stage. A stage that yields a comparable score (see
+:func:`stage_score`: proxy stages report their ``report`` proxy, train stages the
+first objective) is a *scored* stage; the ``j``-th scored stage reports
+``fidelity = reduction_factor ** j`` (1, 2, 4, ... with the default factor 2), which
+is exactly where ASHA's rungs lie (``grace_period=1``, ``max_t`` = the last scored
+stage's fidelity). So every scored stage but the last is a rung where a trial below
+the top ``1 / reduction_factor`` of the trials already recorded there is stopped; the
+last stage is the end of the trial. Stages without a score (``complexity``) report
+``fidelity = 0`` and ``score = NaN`` and never stop a trial. With several objectives,
+with ``pruner: {type: none}``, or with fewer than two scored stages, trials run every
+stage (first in, first out). ``pruner: {reduction_factor: 3}`` changes the factor.
+
+Optuna is told a trial's objective values only when it finished every stage; a trial
+stopped early or rejected by the space's budget is told as pruned, one that raised as
+failed, so proxy scores never stand in for an objective.
+
+Every result carries the evaluator's metrics so far, ``seconds/evaluator`` (wall-clock
+seconds the trial spent inside the evaluator so far, waiting on Tune while reporting
+excluded), and ``score``, ``fidelity``,
+``stage`` (index), ``stage_name``, ``stages_done``, ``node_id`` (the Ray node that ran
+the trial), ``trial_dir`` and, for a rejected candidate, ``rejected`` (the reason).
+Objective metrics not produced yet are NaN, as Tune wants every metric in every result.
+
+Layout under ``work_dir`` (all paths absolute; trials never depend on their working
+directory)::
+
+    <work_dir>/ray_results/<study name>/   Tune's experiment (restore from here)
+    <work_dir>/trials/<Tune trial id>/     the evaluator's files of one trial
+
+A killed driver loses at most the trials in flight: ``resume=True`` restores the Tune
+experiment, keeps finished trials, and a trial that had finished every stage after
+Tune's last snapshot is taken back from its own ``metrics.json`` rather than re-run.
+(Tune snapshots every 2 s here, so only a trial both started and finished within the
+last 2 s before the kill is unknown to the restored experiment; its directory stays.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.exceptions import AuthenticationError
+from ray.tune import Callback, ExperimentAnalysis
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch as TuneOptunaSearch
+
+from nasdet.errors import NasdetError
+from nasdet.search.config import SearchConfig, Stage
+from nasdet.search.evaluator import CandidateRejected, TrialEvaluator, clear_trial_dir
+from nasdet.search.optuna_driver import make_sampler, objective_values, stage_score
+
+#: Keys every result of a trial carries besides the evaluator's metrics.
+BOOKKEEPING_KEYS = ("score", "fidelity", "stage", "stage_name", "stages_done", "node_id",
+                    "trial_dir", "candidate_key", "rejected")
+# Tune's own result keys (not the trial's metrics).
+_TUNE_KEYS = {"training_iteration", "time_total_s", "time_this_iter_s", "timestamp", "date",
+              "time_since_restore", "iterations_since_restore", "timesteps_since_restore",
+              "timesteps_total", "episodes_total", "checkpoint_dir_name", "done", "trial_id",
+              "experiment_tag", "should_checkpoint", "pid", "hostname", "node_ip", "config"}
+# Ray Tune snapshots its experiment state at most this often (seconds) unless the user
+# sets TUNE_GLOBAL_CHECKPOINT_S; Tune's own default ("auto") waits at least 10 s.
+SNAPSHOT_SECONDS = "2"
+PROBE_TIMEOUT_S = 3.0
+
+
+# ------------------------------------------------------------------------------ trials
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything a trial needs on whatever node it runs (sent with the trainable).
+
+    Args:
+        config: The validated search config.
+        work_dir: Absolute work dir (must be the same path on every node).
+        data_root: Absolute dataset root, resolved by the driver.
+        cfg_options: Overrides applied to every candidate's config.
+        keep_checkpoints: Keep trials' training checkpoints.
+        fidelities: Per stage, the fidelity its result reports (0: not scored).
+    """
+
+    config: SearchConfig
+    work_dir: Path
+    data_root: Path | None
+    cfg_options: dict[str, Any] = field(default_factory=dict)
+    keep_checkpoints: bool = False
+    fidelities: tuple[float, ...] = ()
+
+
+def run_trial(spec: TrialSpec, params: dict[str, Any]) -> None:
+    """The body of one Tune trial: rebuild the candidate, run its stages, report each.
+
+    Args:
+        spec: The search's trial spec.
+        params: The trial's config as Tune passes it (the sampled parameters).
+    """
+    config = spec.config
+    trial_id = tune.get_context().get_trial_id()
+    trial_dir = spec.work_dir / "trials" / trial_id
+    evaluator = TrialEvaluator(config, keep_checkpoints=spec.keep_checkpoints,
+                               data_root=spec.data_root, cfg_options=spec.cfg_options)
+    candidate = evaluator.space.candidate(dict(params))
+    base = {"node_id": ray.get_runtime_context().get_node_id(), "trial_dir": str(trial_dir),
+            "candidate_key": candidate.key}
+    pending = {o.metric: math.nan for o in config.objectives}
+    n_stages = len(config.stages)
+
+    def result(stage: Stage | None, index: int, metrics: dict[str, float]) -> dict[str, Any]:
+        score = stage_score(config, stage, metrics) if stage is not None else None
+        scored = score is not None and math.isfinite(score)
+        return {**pending, **metrics, **base, "stage": index,
+                "stage_name": stage.name if stage is not None else "",
+                "stages_done": index + 1 if stage is not None else 0,
+                "score": float(score) if scored else math.nan,
+                "fidelity": spec.fidelities[index] if scored and stage is not None else 0.0}
+
+    recorded = _finished_record(trial_dir, dict(candidate.params), n_stages)
+    if recorded is not None:  # finished before the driver was killed: no second run
+        last = n_stages - 1
+        tune.report(result(config.stages[last], last, recorded))
+        return
+    clear_trial_dir(trial_dir)
+
+    clock = {"start": time.perf_counter(), "reporting": 0.0}
+
+    def report(stage: Stage, index: int, metrics: dict[str, float]) -> None:
+        now = time.perf_counter()
+        inside = now - clock["start"] - clock["reporting"]
+        tune.report(result(stage, index, {**metrics, "seconds/evaluator": inside}))
+        clock["reporting"] += time.perf_counter() - now
+
+    try:
+        evaluator.run(candidate, trial_dir, report)
+    except CandidateRejected as exc:
+        inside = time.perf_counter() - clock["start"] - clock["reporting"]
+        tune.report({**result(None, -1, {"seconds/evaluator": inside}),
+                     "rejected": str(exc) or "over budget"})
+
+
+def _finished_record(trial_dir: Path, params: dict[str, Any],
+                     n_stages: int) -> dict[str, float] | None:
+    """The metrics of a trial directory whose stages all finished for these params."""
+    import json
+
+    try:
+        stored = json.loads((trial_dir / "params.json").read_text())
+        record = json.loads((trial_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if stored != json.loads(json.dumps(params)) or record.get("stages_done") != n_stages:
+        return None
+    return {k: float(v) for k, v in record.get("metrics", {}).items()}
+
+
+def make_trainable(spec: TrialSpec):
+    """A Tune function trainable running :func:`run_trial` with ``spec``."""
+
+    def nasdet_trial(params: dict[str, Any]) -> None:
+        run_trial(spec, params)
+
+    return nasdet_trial
+
+
+# ------------------------------------------------------------------------------ search
+class SpaceSampler:
+    """The define-by-run function given to Ray Tune's ``OptunaSearch``.
+
+    Calls ``space.suggest(trial)`` (only ``trial.suggest_*``); the captured
+    parameters become the Tune trial's config. Pickles as the space's path, so Tune
+    can snapshot and restore the searcher.
+
+    Args:
+        space_path: The search space YAML.
+    """
+
+    def __init__(self, space_path: str | Path):
+        self.space_path = Path(space_path)
+        self._space = None
+
+    def __call__(self, trial: Any) -> None:
+        if self._space is None:
+            from nasdet.space import SearchSpace
+
+            self._space = SearchSpace.from_yaml(self.space_path)
+        self._space.suggest(trial)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"space_path": self.space_path, "_space": None}
+
+
+class StageAwareOptunaSearch(TuneOptunaSearch):
+    """Ray Tune's ``OptunaSearch``, told objective values only by trials that ran every stage.
+
+    A trial stopped early by the scheduler, or rejected by the space's budget, is told
+    as pruned (no values); one that raised as failed. Intermediate results reach Optuna
+    only once the (single) objective metric exists.
+
+    Args:
+        n_stages: Stages of a complete trial.
+        **kwargs: ``OptunaSearch``'s arguments (``space``, ``metric``, ``mode``, ``sampler``).
+    """
+
+    def __init__(self, n_stages: int, **kwargs: Any):
+        self.n_stages = n_stages
+        super().__init__(**kwargs)
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if isinstance(self.metric, list):
+            return
+        value = result.get(self.metric)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        if result is not None and (error or result.get("rejected")
+                                   or result.get("stages_done") != self.n_stages):
+            result = None  # no values: Optuna records PRUNED, or FAIL with ``error``
+        super().on_trial_complete(trial_id, result, error)
+
+
+def fidelities(config: SearchConfig, reduction_factor: float) -> tuple[float, ...]:
+    """Per stage, the fidelity its result reports: ``rf ** j`` for the j-th scored stage.
+
+    Args:
+        config: The search config.
+        reduction_factor: ASHA's reduction factor.
+    """
+    out, j = [], 0
+    for stage in config.stages:
+        if _is_scored(stage, config):
+            out.append(float(reduction_factor ** j))
+            j += 1
+        else:
+            out.append(0.0)
+    return tuple(out)
+
+
+def _is_scored(stage: Stage, config: SearchConfig) -> bool:
+    return stage.type == "proxy" or (stage.type == "train" and not config.multi_objective)
+
+
+def _mode(direction: str) -> str:
+    return "max" if direction == "maximize" else "min"
+
+
+class RaySearch:
+    """Run a search config with Ray Tune, locally or on a cluster.
+
+    Args:
+        config: The validated search config.
+        work_dir: Trials, Tune's results and reports go here; on a cluster it must be
+            the same absolute path on every node (shared storage).
+        address: Join an existing cluster (``HOST:PORT`` of its head, ``auto`` or
+            ``ray://HOST:PORT``); default: start Ray in this process on 127.0.0.1
+            without a dashboard. When Ray is already initialised in this process, that
+            connection is used (and left open); otherwise ``run`` disconnects (or stops
+            the local Ray) when it ends.
+        cpus_per_trial: CPUs Ray reserves for each trial.
+        gpus_per_trial: GPUs Ray reserves for each trial (fractions share a GPU).
+        max_concurrent: At most this many trials at once (default: as resources allow).
+        resume: Restore the interrupted experiment of this study name and finish it.
+        keep_checkpoints: Keep trials' training checkpoints.
+        study_name: Tune experiment name (default: the search config's file stem).
+        data_root: Dataset root for every candidate (default: the base config's,
+            resolved here, so it must be the same path on every node).
+        cfg_options: Overrides applied to every candidate's config.
+        verbose: Ray Tune's console verbosity (0: only this driver's one line per trial;
+            above 0 the trials' own output is shown too; it is always in each trial's
+            Tune directory).
+
+    Example:
+        >>> from nasdet.search import load_search_config
+        >>> cfg = load_search_config('configs/search/tiny_synth.yaml')  # doctest: +SKIP
+        >>> search = RaySearch(cfg, 'work_dirs/search_ray')  # doctest: +SKIP
+        >>> grid = search.run()  # doctest: +SKIP
+        >>> rows = search.rows()  # doctest: +SKIP
+    """
+
+    def __init__(self, config: SearchConfig, work_dir: str | Path, *,
+                 address: str | None = None, cpus_per_trial: float = 1,
+                 gpus_per_trial: float = 0, max_concurrent: int | None = None,
+                 resume: bool = False, keep_checkpoints: bool = False,
+                 study_name: str | None = None, data_root: str | Path | None = None,
+                 cfg_options: dict[str, Any] | None = None, verbose: int = 0):
+        if cpus_per_trial < 0 or gpus_per_trial < 0 or cpus_per_trial + gpus_per_trial <= 0:
+            raise NasdetError("each trial needs some CPUs or GPUs", key="--cpus-per-trial")
+        if max_concurrent is not None and max_concurrent < 1:
+            raise NasdetError("must be at least 1", key="max_concurrent")
+        self.config = config
+        self.work_dir = Path(work_dir).absolute()
+        self.address = address
+        self.cpus_per_trial = cpus_per_trial
+        self.gpus_per_trial = gpus_per_trial
+        self.max_concurrent = max_concurrent
+        self.resume = resume
+        self.keep_checkpoints = keep_checkpoints
+        self.study_name = study_name or config.path.stem
+        self.verbose = verbose
+        self.storage_path = self.work_dir / "ray_results"
+        self.experiment_path = self.storage_path / self.study_name
+        # Parses the space here, so a bad space fails before Ray starts.
+        evaluator = TrialEvaluator(config, keep_checkpoints=keep_checkpoints,
+                                   data_root=data_root, cfg_options=cfg_options)
+        root = evaluator.candidate_config(evaluator.space.default_candidate()).get("data_root")
+        self.data_root = Path(str(root)).absolute() if root else None
+        self.cfg_options = dict(cfg_options or {})
+        self.reduction_factor = float(config.pruner.get("reduction_factor", 2))
+        if self.reduction_factor <= 1:
+            raise NasdetError("must be greater than 1", file=config.path,
+                              key="pruner.reduction_factor")
+        #: Whether this driver started (or connected) Ray, and how long ``ray.init`` took.
+        self.started_ray = False
+        self.ray_init_seconds: float | None = None
+        #: Wall-clock seconds of the last ``Tuner.fit``.
+        self.fit_seconds = 0.0
+
+    # -- public ------------------------------------------------------------------------
+    @property
+    def early_stopping(self) -> bool:
+        """Whether ASHA stops trials between stages (see the module docstring)."""
+        scored = sum(_is_scored(s, self.config) for s in self.config.stages)
+        return (not self.config.multi_objective and self.config.pruner.get("type") != "none"
+                and scored >= 2)
+
+    def run(self):
+        """Run (or with ``resume``, finish) the search; return Tune's ``ResultGrid``.
+
+        Raises:
+            NasdetError: ``--address`` unreachable, an experiment of this name exists
+                without ``resume``, or none exists with it.
+        """
+        exists = tune.Tuner.can_restore(str(self.experiment_path))
+        if exists and not self.resume:
+            raise NasdetError(
+                f"a Ray Tune experiment '{self.study_name}' already exists in "
+                f"{self.storage_path}; pass --resume to continue it or --study-name for a "
+                "new one", key="--study-name")
+        if self.resume and not exists:
+            raise NasdetError(f"no Ray Tune experiment '{self.study_name}' to resume in "
+                              f"{self.storage_path}", key="--resume")
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._connect()
+        try:
+            trainable = self._trainable()
+            if self.resume:
+                tuner = tune.Tuner.restore(str(self.experiment_path), trainable=trainable,
+                                           resume_unfinished=True, resume_errored=False,
+                                           restart_errored=False)
+            else:
+                tuner = self._tuner(trainable)
+            print(f"[search] Ray Tune experiment '{self.study_name}' in {self.storage_path}"
+                  f" ({'resumed' if self.resume else 'new'}, {self.config.n_trials} trials, "
+                  f"{'ASHA' if self.early_stopping else 'no early stopping'})", flush=True)
+            start = time.perf_counter()
+            with _env(RAY_CHDIR_TO_TRIAL_DIR="0", TUNE_GLOBAL_CHECKPOINT_S=SNAPSHOT_SECONDS):
+                grid = tuner.fit()
+            self.fit_seconds = time.perf_counter() - start
+            return grid
+        finally:
+            self._disconnect()
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per trial, shaped like :func:`nasdet.search.optuna_driver.trial_rows`.
+
+        Keys: ``trial`` (number), ``trial_id`` (Tune's), ``state`` (``COMPLETE``,
+        ``PRUNED``, ``FAIL``, ``RUNNING``/``WAITING`` if unfinished), ``seconds``,
+        ``param/<name>``, the trial's metrics, ``node_id``/``node_ip`` (where it ran),
+        ``trial_dir`` and ``rejected``/``pruned_after``/``fail_reason`` where they apply.
+        Read from the experiment on disk, so it works after the run (or without one).
+        """
+        return ray_trial_rows(self.experiment_path, self.config)
+
+    # -- Ray ---------------------------------------------------------------------------
+    def _connect(self) -> None:
+        if self.address:
+            probe_address(self.address)
+        if ray.is_initialized():
+            return
+        start = time.perf_counter()
+        if self.address:
+            try:
+                ray.init(address=self.address, logging_level="WARNING",
+                         log_to_driver=self.verbose > 0)
+            except (ConnectionError, RuntimeError, TimeoutError, AuthenticationError) as exc:
+                hint = ""
+                if "authentication" in f"{exc} {exc.__cause__}".lower():
+                    hint = ("; the cluster wants its token: set RAY_AUTH_MODE=token and give "
+                            "this machine the head's ~/.ray/auth_token (or RAY_AUTH_TOKEN)")
+                raise NasdetError(f"cannot connect to the Ray cluster at {self.address!r}: "
+                                  f"{_first_line(exc)}{hint}", key="--address") from None
+        else:
+            # A private local instance ("local" never joins another session's cluster).
+            ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
+                     dashboard_host="127.0.0.1", logging_level="WARNING",
+                     log_to_driver=self.verbose > 0)
+        self.started_ray = True
+        self.ray_init_seconds = time.perf_counter() - start
+
+    def _disconnect(self) -> None:
+        if self.started_ray and ray.is_initialized():
+            ray.shutdown()
+        self.started_ray = False
+
+    # -- Tune --------------------------------------------------------------------------
+    def _trainable(self):
+        spec = TrialSpec(config=self.config, work_dir=self.work_dir, data_root=self.data_root,
+                         cfg_options=self.cfg_options, keep_checkpoints=self.keep_checkpoints,
+                         fidelities=fidelities(self.config, self.reduction_factor))
+        resources = {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
+        return tune.with_resources(make_trainable(spec), resources)
+
+    def _tuner(self, trainable):
+        objectives = self.config.objectives
+        n_stages = len(self.config.stages)
+        if self.config.multi_objective:
+            searcher = StageAwareOptunaSearch(
+                n_stages,
+                space=SpaceSampler(self.config.space_path), sampler=make_sampler(self.config),
+                metric=[o.metric for o in objectives],
+                mode=[_mode(o.direction) for o in objectives])
+        else:
+            searcher = StageAwareOptunaSearch(
+                n_stages,
+                space=SpaceSampler(self.config.space_path), sampler=make_sampler(self.config),
+                metric=objectives[0].metric, mode=_mode(objectives[0].direction))
+        if self.early_stopping:
+            fid = fidelities(self.config, self.reduction_factor)
+            scheduler = ASHAScheduler(
+                time_attr="fidelity", metric="score", mode=_mode(objectives[0].direction),
+                grace_period=1, max_t=max(fid), reduction_factor=self.reduction_factor)
+        else:
+            scheduler = FIFOScheduler()
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, scheduler=scheduler, num_samples=self.config.n_trials,
+                max_concurrent_trials=self.max_concurrent, reuse_actors=True,
+                trial_dirname_creator=trial_dirname),
+            run_config=tune.RunConfig(
+                name=self.study_name, storage_path=str(self.storage_path),
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                callbacks=[ProgressLines(self.config)], verbose=self.verbose,
+                log_to_file=True))
+
+
+def trial_dirname(trial: Any) -> str:
+    """Tune's own directory of a trial: ``trial_<id>`` (parameters stay in params.json)."""
+    return f"trial_{trial.trial_id}"
+
+
+class ProgressLines(Callback):
+    """Prints one line per finished trial, like the Optuna driver.
+
+    Args:
+        config: The search config.
+    """
+
+    def __init__(self, config: SearchConfig):
+        self.config = config
+        self.start = time.perf_counter()
+        self.done = 0
+
+    def _line(self, trial: Any, state: str, what: str) -> None:
+        self.done += 1
+        minutes = (time.perf_counter() - self.start) / 60
+        print(f"[search] trial {trial_number(trial.experiment_tag, trial.trial_id)} "
+              f"({trial.trial_id}) {state}: {what} | {self.done} finished "
+              f"this run of {self.config.n_trials} | {minutes:.1f} min", flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        row = _row(trial.trial_id, trial.config, trial.last_result, None, self.config,
+                   tag=trial.experiment_tag)
+        what = ""
+        if row["state"] == "COMPLETE":
+            what = ", ".join(f"{o.metric}={row.get(o.metric, math.nan):.4g}"
+                             for o in self.config.objectives)
+        elif row["state"] == "PRUNED":
+            what = row.get("rejected") or f"stopped after {row.get('pruned_after', '?')}"
+        self._line(trial, row["state"].lower(), what)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trial, "fail", "its error is in the rows' fail_reason")
+
+
+# ------------------------------------------------------------------------------ rows
+def ray_trial_rows(experiment_path: str | Path, config: SearchConfig) -> list[dict[str, Any]]:
+    """Rows of a Tune experiment of this driver (see :meth:`RaySearch.rows`).
+
+    Args:
+        experiment_path: ``<work_dir>/ray_results/<study name>``.
+        config: The search config it ran.
+    """
+    experiment_path = Path(experiment_path).absolute()
+    if not experiment_path.is_dir():
+        raise NasdetError("no Ray Tune experiment here", file=experiment_path)
+    analysis = ExperimentAnalysis(str(experiment_path))
+    rows = []
+    for trial in analysis.trials:
+        error = None
+        if trial.status == "ERROR":
+            error = _error_reason(trial)
+        row = _row(trial.trial_id, trial.config, trial.last_result, error, config,
+                   status=trial.status, tag=trial.experiment_tag)
+        rows.append(row)
+    rows.sort(key=lambda r: (isinstance(r["trial"], str), str(r["trial"]).zfill(12)))
+    return rows
+
+
+def _row(trial_id: str, params: dict[str, Any] | None, result: dict[str, Any] | None,
+         error: str | None, config: SearchConfig, *, status: str = "TERMINATED",
+         tag: str = "") -> dict[str, Any]:
+    result = dict(result or {})
+    row: dict[str, Any] = {"trial": trial_number(tag, trial_id),
+                           "trial_id": trial_id, "state": "COMPLETE",
+                           "seconds": result.get("time_total_s")}
+    row.update({f"param/{k}": v for k, v in (params or {}).items()})
+    row.update({k: v for k, v in result.items()
+                if k not in _TUNE_KEYS and not k.startswith("config/")
+                and k not in BOOKKEEPING_KEYS
+                and not (isinstance(v, float) and math.isnan(v))})
+    for key in ("node_id", "node_ip", "trial_dir"):
+        if result.get(key):
+            row[key] = result[key]
+    done = result.get("stages_done", 0)
+    if error is not None:
+        row["state"] = "FAIL"
+        row["fail_reason"] = error
+    elif status in ("PENDING", "RUNNING", "PAUSED"):
+        row["state"] = "RUNNING" if status == "RUNNING" else "WAITING"
+    elif result.get("rejected"):
+        row["state"] = "PRUNED"
+        row["rejected"] = result["rejected"]
+    elif done != len(config.stages):
+        row["state"] = "PRUNED"
+        row["pruned_after"] = result.get("stage_name") or "-"
+    else:
+        try:
+            objective_values(config, row)
+        except (KeyError, TypeError, ValueError):
+            row["state"] = "FAIL"
+            row["fail_reason"] = "finished without every objective metric"
+    return row
+
+
+def trial_number(tag: str | None, trial_id: str) -> int | str:
+    """0-based creation order of a trial (Tune's experiment tag starts with it, from 1)."""
+    counter = (tag or "").split("_", 1)[0]
+    return int(counter) - 1 if counter.isdigit() else trial_id
+
+
+def _error_reason(trial: Any) -> str:
+    """``Type: message`` of the exception a trial raised (its last line if unpicklable)."""
+    exc = None
+    with contextlib.suppress(Exception):
+        exc = trial.get_pickled_error()
+    cause = getattr(exc, "cause", None) or exc
+    if cause is not None and not type(cause).__name__.startswith(("RayTaskError", "TuneError")):
+        return f"{type(cause).__name__}: {cause}"
+    text = ""
+    with contextlib.suppress(Exception):
+        text = str(trial.get_error() or exc or "")
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "the trial raised (no error text stored)"
+
+
+# ------------------------------------------------------------------------------ helpers
+def probe_address(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Fail fast when nothing listens at a Ray cluster address.
+
+    ``ray.init`` retries an unreachable address for a long time; a TCP connect to the
+    head's GCS port answers within ``timeout``. ``auto`` is left to ``ray.init``.
+
+    Args:
+        address: ``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``.
+        timeout: Seconds to wait for the TCP connection.
+
+    Raises:
+        NasdetError: naming ``--address``.
+    """
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise NasdetError(f"expected HOST:PORT of the Ray head (e.g. 10.0.0.1:6379), got "
+                          f"{address!r}", key="--address")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise NasdetError(
+            f"no Ray cluster reachable at {address} ({exc.strerror or exc}); start one with "
+            "`ray start --head --port=PORT` or fix the address", key="--address") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _env(**values: str | None) -> Iterator[None]:
+    """Set environment variables the user has not set, for the block only."""
+    old = {k: os.environ.get(k) for k in values}
+    for key, value in values.items():
+        if value is not None and key not in os.environ:
+            os.environ[key] = value
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
