@@ -162,6 +162,7 @@ class TrialEvaluator:
         cfg.default_hooks.checkpoint.interval = stage.options["epochs"]
         cfg.default_hooks.checkpoint.save_best = None
         cfg.default_hooks.logger.interval = 50
+        cfg.log_level = "WARNING"  # the trial's own log file keeps nothing; progress is per trial
         if stage.options.get("cfg_options"):
             cfg.merge_from_dict(stage.options["cfg_options"])
         # A later train stage continues the same run from the previous stage's end.
