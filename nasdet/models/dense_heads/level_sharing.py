@@ -68,3 +68,39 @@ def check_num_levels(head: nn.Module, level_sharing: str, got: int, expected: in
             "make the neck's num_outs match",
             key="level_sharing",
         )
+
+
+class LevelIndexedForward:
+    """``forward`` that passes each level's index to ``forward_single``.
+
+    Mixed into the sharing heads, which pick their per-level modules by that index.
+    The class using it sets ``level_sharing`` and ``num_levels``.
+    """
+
+    level_sharing: str
+    num_levels: int
+
+    def forward(self, x):
+        """Apply ``forward_single`` to each level with its index.
+
+        Args:
+            x: Feature maps, one per level.
+
+        Returns:
+            The per-level outputs of ``forward_single``, gathered by output.
+        """
+        from mmdet.models.utils import multi_apply
+
+        check_num_levels(self, self.level_sharing, len(x), self.num_levels)
+        return multi_apply(self.forward_single, x, list(range(len(x))))
+
+    def resolve_level(self, level: int | None) -> int:
+        """``level``, or 0 when modules are shared and no index was given."""
+        if level is not None:
+            return level
+        if self.level_sharing != "shared":
+            raise NasdetError(
+                "forward_single needs the level index when modules are per level",
+                key="level_sharing",
+            )
+        return 0

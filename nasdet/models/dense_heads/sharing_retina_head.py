@@ -5,16 +5,14 @@ from __future__ import annotations
 import copy
 
 from mmdet.models.dense_heads import RetinaHead
-from mmdet.models.utils import multi_apply
 from mmdet.registry import MODELS
 from mmengine.model import initialize
 from torch import Tensor, nn
 
-from nasdet.errors import NasdetError
 from nasdet.models.dense_heads.level_sharing import (
     LEVEL_SHARING,
+    LevelIndexedForward,
     check_choice,
-    check_num_levels,
     num_copies,
     pack,
     pick,
@@ -24,7 +22,7 @@ CLS_REG_SHARING = ("separate", "shared")
 
 
 @MODELS.register_module()
-class SharingRetinaHead(RetinaHead):
+class SharingRetinaHead(LevelIndexedForward, RetinaHead):
     """mmdet's RetinaHead with configurable parameter sharing.
 
     ``level_sharing`` (see :data:`~nasdet.models.dense_heads.level_sharing.LEVEL_SHARING`):
@@ -108,18 +106,6 @@ class SharingRetinaHead(RetinaHead):
         """The final conv for ``task`` (``'cls'`` or ``'reg'``) at ``level``."""
         return pick(getattr(self, f"retina_{task}"), self.level_sharing != "shared", level)
 
-    def forward(self, x: tuple[Tensor, ...]) -> tuple[list[Tensor], list[Tensor]]:
-        """Apply :meth:`forward_single` to each level with its index.
-
-        Args:
-            x: Feature maps, one per level.
-
-        Returns:
-            Classification scores and box deltas, one tensor per level each.
-        """
-        check_num_levels(self, self.level_sharing, len(x), self.num_levels)
-        return multi_apply(self.forward_single, x, list(range(len(x))))
-
     def forward_single(self, x: Tensor, level: int | None = None) -> tuple[Tensor, Tensor]:
         """Forward one level.
 
@@ -130,13 +116,7 @@ class SharingRetinaHead(RetinaHead):
         Returns:
             ``(cls_score, bbox_pred)`` for the level.
         """
-        if level is None:
-            if self.level_sharing != "shared":
-                raise NasdetError(
-                    "forward_single needs the level index when modules are per level",
-                    key="level_sharing",
-                )
-            level = 0
+        level = self.resolve_level(level)
         cls_feat = x
         for conv in self.tower("cls", level):
             cls_feat = conv(cls_feat)

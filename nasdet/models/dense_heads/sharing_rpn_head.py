@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 from mmdet.models.dense_heads import RPNHead
-from mmdet.models.utils import multi_apply
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from nasdet.errors import NasdetError
 from nasdet.models.dense_heads.level_sharing import (
     LEVEL_SHARING,
+    LevelIndexedForward,
     check_choice,
-    check_num_levels,
     num_copies,
     pack,
     pick,
@@ -20,7 +18,7 @@ from nasdet.models.dense_heads.level_sharing import (
 
 
 @MODELS.register_module()
-class SharingRPNHead(RPNHead):
+class SharingRPNHead(LevelIndexedForward, RPNHead):
     """mmdet's RPNHead with configurable sharing across pyramid levels.
 
     ``level_sharing``: ``'shared'`` (default, mmdet's RPNHead: ``rpn_conv``,
@@ -71,18 +69,6 @@ class SharingRPNHead(RPNHead):
         """``rpn_cls`` (task ``'cls'``) or ``rpn_reg`` (``'reg'``) used at ``level``."""
         return pick(getattr(self, f"rpn_{task}"), self.level_sharing != "shared", level)
 
-    def forward(self, x: tuple[Tensor, ...]) -> tuple[list[Tensor], list[Tensor]]:
-        """Apply :meth:`forward_single` to each level with its index.
-
-        Args:
-            x: Feature maps, one per level.
-
-        Returns:
-            Objectness scores and box deltas, one tensor per level each.
-        """
-        check_num_levels(self, self.level_sharing, len(x), self.num_levels)
-        return multi_apply(self.forward_single, x, list(range(len(x))))
-
     def forward_single(self, x: Tensor, level: int | None = None) -> tuple[Tensor, Tensor]:
         """Forward one level.
 
@@ -93,12 +79,6 @@ class SharingRPNHead(RPNHead):
         Returns:
             ``(rpn_cls_score, rpn_bbox_pred)`` for the level.
         """
-        if level is None:
-            if self.level_sharing != "shared":
-                raise NasdetError(
-                    "forward_single needs the level index when modules are per level",
-                    key="level_sharing",
-                )
-            level = 0
+        level = self.resolve_level(level)
         x = F.relu(self.tower(level)(x))
         return self.predictor("cls", level)(x), self.predictor("reg", level)(x)
