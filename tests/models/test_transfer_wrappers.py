@@ -116,7 +116,7 @@ def test_scratch_replaces_every_batchnorm_with_group_norm(base_cfgs, name):
     assert cfg.model.backbone.frozen_stages == -1 and cfg.model.backbone.norm_eval is False
     assert cfg.model.backbone.init_cfg is None
     assert cfg.optim_wrapper.paramwise_cfg.norm_decay_mult == 0.0
-    assert cfg.train_cfg.max_epochs == 48  # 8 epochs x 6
+    assert cfg.train_cfg.max_epochs == 96  # the base's 16 epochs x 6
 
 
 def test_flex_group_norm_matches_group_norm_with_the_largest_fitting_group_count():

@@ -196,13 +196,14 @@ def test_dumped_config_is_standalone_and_loads_the_pretrained_backbone(tiny_ckpt
 # ---------------------------------------------------------------------------- schedules, specs
 def test_schedule_length_scales_epoch_based_bounds_only():
     cfg = load_config(CONFIGS / "tiny_faster_rcnn_synth.py")
-    set_schedule_length(cfg, 16)
-    assert cfg.train_cfg.max_epochs == 16 and cfg.train_cfg.val_interval == 16
+    assert cfg.train_cfg.max_epochs == 16 and cfg.param_scheduler[1].milestones == [12, 15]
+    set_schedule_length(cfg, 32)
+    assert cfg.train_cfg.max_epochs == 32 and cfg.train_cfg.val_interval == 32
     warmup, step = cfg.param_scheduler
     assert (warmup.begin, warmup.end) == (0, 100)  # by_epoch=False: iterations, unchanged
-    assert (step.begin, step.end, step.milestones) == (0, 16, [12])
-    set_schedule_length(cfg, 2)
-    assert (step.end, step.milestones) == (2, [2]) and cfg.train_cfg.val_interval == 2
+    assert (step.begin, step.end, step.milestones) == (0, 32, [24, 30])
+    set_schedule_length(cfg, 2)  # 24/16 and 30/16 both round to 2
+    assert (step.end, step.milestones) == (2, [2, 2]) and cfg.train_cfg.val_interval == 2
 
 
 def test_parse_strategy_spec():
