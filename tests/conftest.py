@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -35,6 +36,19 @@ def shrink_config(name: str, data_root: Path, work_dir: Path, *, epochs: int = 1
             if step.type == "Resize":
                 step.scale = (64, 64)
     return cfg
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_intra_op_thread():
+    """The suite's models are small: one intra-op thread each.
+
+    On a 2-core machine shared with anything else, two spinning OpenMP threads make
+    every parallel region wait for a descheduled thread (measured 5-30x slower forwards).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -21,14 +21,6 @@ ENTRY_NAMES = [f"backbone.layer{i}" for i in range(1, 5)] + [f"neck.{i}" for i i
 ITERS_PER_EPOCH = 4  # 16 train images, batch size 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------- dynamics
 @pytest.mark.parametrize(
     ("values", "drop", "rebound", "dropping", "rebounding"),

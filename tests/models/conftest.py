@@ -33,18 +33,6 @@ def _make_batch(
     return dict(inputs=inputs, data_samples=samples)
 
 
-@pytest.fixture(autouse=True, scope="package")
-def _one_intra_op_thread():
-    """Run these small models on one intra-op thread, restoring the setting afterwards.
-
-    On the 2-core test machine, shared with other jobs, two spinning intra-op threads
-    made this package several times slower (about 25 s vs 105 s measured).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture()
 def det_batch():

@@ -33,16 +33,6 @@ from nasdet.proxies import (
     sum_losses,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors: one intra-op thread avoids oversubscribing a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 BASELINES = ["grad_norm", "macs", "maedet", "naswot", "params", "snip", "synflow", "zen"]
 
 

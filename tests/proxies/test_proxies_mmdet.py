@@ -25,16 +25,6 @@ from nasdet.proxies import (  # noqa: E402
     registered_proxies,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors: one intra-op thread avoids oversubscribing a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 BASELINES = ["params", "macs", "grad_norm", "snip", "synflow", "naswot", "zen", "maedet"]
 WIDTH = 64
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from nasdet.report.plotting import plt
 from nasdet.report.spectrum_report import (
@@ -21,14 +20,6 @@ from nasdet.report.spectrum_report import (
 from nasdet.spectrum import spectrum_measures
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _layer(name: str, eigs: list[float], count: int) -> dict:

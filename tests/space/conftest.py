@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 
 from tests.conftest import CONFIGS, REPO
@@ -47,15 +46,6 @@ model = dict(
                   nms=dict(type='nms', iou_threshold=0.5), max_per_img=10))
 optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01, momentum=0.9))
 """
-
-
-@pytest.fixture(autouse=True, scope="package")
-def _one_intra_op_thread():
-    """One intra-op thread: these small models are slower with two on the 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +32,6 @@ STAGE_CHANNELS = [64, 128, 256, 512]  # ResNet-18
 MAX_ROIS = 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # On a shared 2-core machine, 2 OpenMP threads next to another busy process make
-    # every parallel region wait for a descheduled thread (measured 5-30x slower
-    # forwards); one thread keeps these tests at a few seconds either way.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @functools.cache

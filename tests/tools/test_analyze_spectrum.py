@@ -49,14 +49,6 @@ class _GatedFPN(FPN):
         return super().forward(inputs)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def setup(tiny_det_root: Path, tmp_path_factory: pytest.TempPathFactory):
     """A config file for the tiny detector and a perturbed copy of its initial weights."""

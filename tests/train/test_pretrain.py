@@ -20,14 +20,6 @@ from nasdet.utils.checkpoint import load_checkpoint_file
 from tests.conftest import CONFIGS, REPO
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def cls_root(tmp_path_factory) -> Path:
     """12 classes x 4 train / 2 val images of 32 px."""

@@ -22,14 +22,6 @@ NUM_IMAGES = 6  # two batches of 4 and 2: the last batch is partial
 REL_TOL = 1e-6  # fp32 features; eigenvalues relative to the largest one
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def trained(tiny_det_root: Path, tmp_path_factory: pytest.TempPathFactory):
     """The tiny Faster R-CNN after one epoch, and its config."""

@@ -27,14 +27,6 @@ from tests.conftest import CONFIGS, REPO, shrink_config
 COCO = sorted((CONFIGS / "coco").glob("*.py"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
     """The tiny detectors' backbone, freshly initialised, saved as a backbone checkpoint."""
