@@ -129,9 +129,9 @@ class TrialEvaluator:
     def _proxies(self, cfg, stage: Stage, trial_dir: Path) -> dict[str, float]:
         from nasdet.proxies import MMDetAdapter, compute_proxies
         from nasdet.spectrum import SpectrumProbe
-        from nasdet.utils.io import atomic_write_json as write
+        from nasdet.train.spectrum import build_detector
 
-        model = build_model(cfg)
+        model = build_detector(cfg)
         batch = probe_batch(cfg, stage.options["num_images"])
         adapter = MMDetAdapter(model, batch)
         results = compute_proxies(model, adapter, stage.options["proxies"])
@@ -145,7 +145,7 @@ class TrialEvaluator:
         model.eval()
         with torch.no_grad(), SpectrumProbe(model, list(SPECTRUM_LAYERS)) as probe:
             model.extract_feat(adapter.inputs())
-        write(trial_dir / "spectrum.json", {
+        atomic_write_json(trial_dir / "spectrum.json", {
             "layers": {name: s.to_dict() for name, s in probe.results().items()},
             "num_images": stage.options["num_images"],
             "units": "eigenvalues of the channel covariance of each feature map "
@@ -172,36 +172,18 @@ class TrialEvaluator:
         return {"ap": ap, "ap50": ap50, f"{stage.name}/ap": ap, f"{stage.name}/ap50": ap50}
 
 
-def build_model(cfg) -> torch.nn.Module:
-    """Build the detector of an mmengine config with nasdet's modules registered."""
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-
-    import nasdet.models  # noqa: F401  (registers nasdet's modules)
-
-    register_all_modules(init_default_scope=True)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    return model
-
-
 def probe_batch(cfg, num_images: int) -> dict[str, Any]:
     """The first ``num_images`` training images, as a dataloader yields them.
 
-    The same images for every candidate (no shuffling, no random flip), so proxy
-    scores of different candidates are comparable.
+    The same images for every candidate, through the test pipeline (no random flip or
+    crop), so proxy scores of different candidates are comparable.
     """
-    from mmdet.registry import DATASETS
     from mmengine.dataset import pseudo_collate
 
-    from nasdet.train import prepare_data
+    from nasdet.train.spectrum import build_probe_dataset
 
-    prepare_data(cfg, progress=False)
-    ds_cfg = cfg.train_dataloader.dataset.copy()
-    ds_cfg.pipeline = [t for t in ds_cfg.pipeline if t.type != "RandomFlip"]
-    dataset = DATASETS.build(ds_cfg)
-    n = min(num_images, len(dataset))
-    return pseudo_collate([dataset[i] for i in range(n)])
+    dataset = build_probe_dataset(cfg, "train")
+    return pseudo_collate([dataset[i] for i in range(min(num_images, len(dataset)))])
 
 
 def clear_trial_dir(trial_dir: Path) -> None:
