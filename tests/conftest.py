@@ -12,6 +12,16 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
 
+def load_tool(name: str):
+    """``tools/<name>.py`` as a module (the tools are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def shrink_config(name: str, data_root: Path, work_dir: Path, *, epochs: int = 1,
                   **overrides: Any):
     """A repo config made into a seconds-long CPU run on a 64-px dataset at ``data_root``."""

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     add_config_options(parser)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate (cosine decay)")
+    parser.add_argument("--lr", type=float, default=0.05, help="peak learning rate (cosine decay)")
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument(
         "--image-size",

@@ -54,7 +54,7 @@ class ClassificationSpec:
 
     num_classes: int = len(render.SHAPES)
     image_size: int = 64
-    num_train_per_class: int = 200
+    num_train_per_class: int = 1000
     num_val_per_class: int = 40
     scale_range: tuple[float, float] = (20.0, 44.0)
     background: str = "cluttered"

@@ -96,7 +96,7 @@ def write_search_report(
 
     Args:
         rows: One dict per trial (``trial``, ``state``, ``param/*``, metrics, reasons,
-            ``trial_dir``).
+            ``trial_dir``, ``id_guided_from`` for ID-guided trials).
         out_dir: Report directory.
         objectives: ``(metric, direction)`` of the search.
         title: Report title.
@@ -164,6 +164,14 @@ def write_search_report(
     if params_cols and ranked:
         text += ["## Parameters of the best candidates", "",
                  _markdown_table(ranked[:top_k], ["trial", *params_cols]), ""]
+    guided = [r for r in rows if r.get("id_guided_from") is not None]
+    if guided:
+        cols = list(dict.fromkeys(["trial", "id_guided_from", "state", main_metric,
+                                   "params", "macs"]))
+        text += ["## ID-guided trials", "",
+                 "Candidates proposed by the measured stage ID of a finished trial "
+                 "(`id_guided_from`; the proposal is that trial's `id_widths.json`).", "",
+                 _markdown_table(guided, cols), ""]
     problems = [r for r in rows if r.get("fail_reason") or r.get("rejected")]
     if problems:
         text += ["## Failed and rejected trials", "",

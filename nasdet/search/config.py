@@ -25,6 +25,26 @@ parameters, count), ``macs`` (multiply-accumulates at the space's input size, co
 ``proxy/<name>`` (each proxy's score), ``ap`` and ``ap50`` (COCO bbox mAP and mAP@0.5
 of the last finished train stage, fractions in [0, 1]), and ``<stage>/ap``,
 ``<stage>/ap50`` per train stage.
+
+ID-guided widths (optional): the seed paper's one-shot rule "stage widths proportional
+to the measured ID of a trained model", iterated inside the search. A trial measures
+the ID of each backbone stage's output at the end of the ``after`` train stage
+(:class:`~nasdet.hooks.EigenspectrumHook` on ``num_images`` validation images) and
+proposes the same candidate with widths ``round(s * ID)`` on the dimension's grid, ``s``
+the largest scale whose cost (``metric`` of the whole detector, within the space's
+constraints too) is at most ``budget`` x its own (see
+:mod:`nasdet.space.derive_widths`). The proposal is written to the trial's
+``id_widths.json`` (with the reason when there is none) and the drivers run it as a
+later trial, unless the same parameters were tried already; such trials carry
+``id_guided_from`` (the source trial) and count towards ``n_trials``::
+
+    id_guided:
+      dimension: widths      # the space's per-stage int dimension of backbone.widths
+                             # (default: its only such dimension)
+      metric: macs           # macs | params
+      budget: 1.0            # the proposal costs at most budget x the source trial
+      after: full            # the train stage measured (default: the last train stage)
+      num_images: 16         # probe images of the spectrum
 """
 
 from __future__ import annotations
@@ -41,7 +61,10 @@ STAGE_TYPES = ("complexity", "proxy", "train")
 SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("median", "none")
 _TOP_KEYS = {"space", "n_trials", "sampler", "pruner", "objectives", "stages", "seed",
-             "cfg_options", "pretrain"}
+             "cfg_options", "pretrain", "id_guided"}
+_ID_GUIDED_KEYS = {"dimension", "metric", "budget", "after", "num_images"}
+#: Costs an ID-guided proposal may be held to (see :mod:`nasdet.space.derive_widths`).
+ID_GUIDED_METRICS = ("macs", "params")
 _PRETRAIN_KEYS = {"source", "checkpoint", "epochs", "batch_size", "lr"}
 _STAGE_KEYS = {
     "complexity": {"type", "name"},
@@ -87,6 +110,8 @@ class SearchConfig:
     seed: int = 0
     cfg_options: dict[str, Any] = field(default_factory=dict)
     pretrain: dict[str, Any] | None = None
+    #: ``{"dimension", "metric", "budget", "after", "num_images"}`` (all filled in) or None.
+    id_guided: dict[str, Any] | None = None
 
     @property
     def metrics(self) -> set[str]:
@@ -184,10 +209,13 @@ def load_search_config(path: str | Path, **overrides: Any) -> SearchConfig:
         if not source.is_file():
             raise _fail(path, "pretrain.source", f"config not found: {pretrain['source']}")
         pretrain["source"] = str(source.resolve())
+    id_guided = None
+    if raw.get("id_guided") is not None:
+        id_guided = _id_guided(path, raw["id_guided"], stages, space_path)
     cfg = SearchConfig(path=path, space_path=space_path, n_trials=n_trials,
                        objectives=objectives, stages=stages, sampler=sampler, pruner=pruner,
                        seed=int(raw.get("seed", 0)), cfg_options=dict(cfg_options),
-                       pretrain=pretrain)
+                       pretrain=pretrain, id_guided=id_guided)
     for i, obj in enumerate(objectives):
         if obj.metric not in cfg.metrics:
             raise _fail(path, f"objectives[{i}].metric",
@@ -226,6 +254,67 @@ def _stage(path: Path, i: int, raw: Any) -> Stage:
         options.setdefault("num_images", 8)
     return Stage(type=kind, name=str(raw.get("name", kind if kind != "train" else f"train{i}")),
                  options=options)
+
+
+def _id_guided(path: Path, raw: Any, stages: tuple[Stage, ...],
+               space_path: Path) -> dict[str, Any]:
+    """Validate the ``id_guided`` section; defaults filled in."""
+    import math
+
+    if not isinstance(raw, dict):
+        raise _fail(path, "id_guided", f"must be a mapping with keys {sorted(_ID_GUIDED_KEYS)}")
+    unknown = set(raw) - _ID_GUIDED_KEYS
+    if unknown:
+        raise _fail(path, f"id_guided.{sorted(unknown)[0]}",
+                    f"unknown key (expected one of {sorted(_ID_GUIDED_KEYS)})")
+    metric = raw.get("metric", "macs")
+    if metric not in ID_GUIDED_METRICS:
+        raise _fail(path, "id_guided.metric",
+                    f"must be one of {ID_GUIDED_METRICS}, got {metric!r}")
+    budget = raw.get("budget", 1.0)
+    if (isinstance(budget, bool) or not isinstance(budget, (int, float))
+            or not math.isfinite(budget) or budget <= 0):
+        raise _fail(path, "id_guided.budget",
+                    f"must be a positive number (a fraction of the source trial's "
+                    f"{metric}), got {budget!r}")
+    num_images = raw.get("num_images", 16)
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+        raise _fail(path, "id_guided.num_images",
+                    f"must be a positive integer, got {num_images!r}")
+    trains = [s.name for s in stages if s.type == "train"]
+    if not trains:
+        raise _fail(path, "id_guided", "needs a train stage: the ID is measured on the "
+                                       "trained model")
+    after = raw.get("after", trains[-1])
+    if after not in trains:
+        kinds = {s.name: s.type for s in stages}
+        what = f"a {kinds[after]} stage" if after in kinds else "not a stage"
+        raise _fail(path, "id_guided.after",
+                    f"{after!r} is {what}; expected a train stage: {trains}")
+
+    from nasdet.space import SearchSpace
+
+    # Errors of the space itself name the space file.
+    space = SearchSpace.from_yaml(space_path)
+    widths = [d.name for d in space.dimensions if d.target == "backbone.widths"]
+    dimension = raw.get("dimension", widths[0] if len(widths) == 1 else None)
+    if dimension is None:
+        raise _fail(path, "id_guided.dimension",
+                    f"missing, and {space_path.name} has no backbone.widths dimension to "
+                    "default to")
+    dims = {d.name: d for d in space.dimensions}
+    if dimension not in dims:
+        raise _fail(path, "id_guided.dimension",
+                    f"{dimension!r} is not a dimension of {space_path.name} (it has "
+                    f"{sorted(dims)})")
+    dim = dims[dimension]
+    if dim.target != "backbone.widths" or dim.kind != "int" or not dim.per_stage:
+        raise _fail(path, "id_guided.dimension",
+                    f"{dimension!r} must be a per-stage int dimension with target "
+                    f"backbone.widths (it is {dim.kind} "
+                    f"{dim.target or dim.cfg_key}{'' if dim.per_stage else ', one value'})")
+    return {"dimension": dimension, "metric": metric, "budget": float(budget),
+            "after": after, "num_images": num_images}
 
 
 def _objective(path: Path, i: int, raw: Any) -> Objective:

@@ -10,10 +10,15 @@ Every trial writes under its own absolute directory::
                                  (``proxy_error/<name>``: why a proxy failed here)
     <trial_dir>/spectrum.json    per-layer eigenvalues and ID measures (proxy stage)
     <trial_dir>/train/           mmengine work dir of the train stages
+    <trial_dir>/id_widths.json   with ``id_guided``: the widths the trained model's
+                                 stage ID proposes, or why there is no proposal
+                                 (see :meth:`TrialEvaluator.propose_widths`)
 """
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -22,6 +27,7 @@ from typing import Any
 
 import torch
 
+from nasdet.errors import NasdetError
 from nasdet.search.config import SearchConfig, Stage
 from nasdet.utils.io import atomic_write_json
 
@@ -29,6 +35,12 @@ ReportFn = Callable[[Stage, int, dict[str, float]], None]
 
 # Layers whose spectra a trial records: backbone stages and FPN levels.
 SPECTRUM_LAYERS = ("backbone_stages", "fpn")
+
+#: Where a trial writes its ID-guided proposal, and the format tag inside.
+ID_WIDTHS_FILE = "id_widths.json"
+ID_WIDTHS_FORMAT = "nasdet.id-widths/1"
+#: The EigenspectrumHook history in the train stages' work dir.
+ID_HISTORY_FILE = "eigenspectrum_history.json"
 
 
 class CandidateRejected(Exception):
@@ -84,6 +96,7 @@ class TrialEvaluator:
         candidate.dump(trial_dir / "candidate.py")
         atomic_write_json(trial_dir / "params.json", dict(candidate.params))
         metrics: dict[str, float] = {}
+        guided = self.config.id_guided
         try:
             for index, stage in enumerate(self.config.stages):
                 start = time.perf_counter()
@@ -94,6 +107,11 @@ class TrialEvaluator:
                 else:
                     metrics.update(self._train(cfg, stage, trial_dir))
                 metrics[f"seconds/{stage.name}"] = time.perf_counter() - start
+                if guided and stage.name == guided["after"]:
+                    start = time.perf_counter()
+                    record = self.propose_widths(candidate, trial_dir)
+                    metrics["id_guided/proposed"] = float(record["proposed"])
+                    metrics["seconds/id_guided"] = time.perf_counter() - start
                 atomic_write_json(trial_dir / "metrics.json", {
                     "metrics": metrics, "stages_done": index + 1,
                     "units": "ap/ap50: COCO bbox AP as fractions; macs/params: counts; "
@@ -165,11 +183,131 @@ class TrialEvaluator:
         cfg.log_level = "WARNING"  # the trial's own log file keeps nothing; progress is per trial
         if stage.options.get("cfg_options"):
             cfg.merge_from_dict(stage.options["cfg_options"])
+        guided = self.config.id_guided
+        if guided and stage.name == guided["after"]:
+            # Measured once more after the stage's last epoch: the trained model's ID.
+            cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(
+                type="EigenspectrumHook", layers=["backbone_stages"],
+                interval=stage.options["epochs"], num_images=guided["num_images"],
+                history_file=ID_HISTORY_FILE, plot_file=None)]
         # A later train stage continues the same run from the previous stage's end.
         metrics = train(cfg, resume="auto")
         ap = float(metrics.get("coco/bbox_mAP", 0.0))
         ap50 = float(metrics.get("coco/bbox_mAP_50", 0.0))  # empty: no detections at all
         return {"ap": ap, "ap50": ap50, f"{stage.name}/ap": ap, f"{stage.name}/ap50": ap50}
+
+
+    # -- ID-guided widths -----------------------------------------------------------
+    def propose_widths(self, candidate: Any, trial_dir: str | Path) -> dict[str, Any]:
+        """Widths proportional to the trained candidate's stage ID; ``id_widths.json``.
+
+        Reads the last entry of ``<trial_dir>/train/eigenspectrum_history.json`` (written
+        by the ``after`` stage's hook) and replaces the ``dimension`` entries of the
+        candidate's params with :func:`nasdet.space.derive_widths.propose_widths` on the
+        dimension's per-stage values. The cost of a width tuple is the space's
+        complexity (``metric``) of the candidate with those widths, infinite where the
+        space's constraints reject it (both grow with every width, as bisection needs);
+        the budget is ``budget`` x the candidate's own cost.
+
+        Never raises for a proposal that cannot be made: the record says why.
+
+        Args:
+            candidate: The trial's candidate.
+            trial_dir: The trial's directory.
+
+        Returns:
+            The record written to ``<trial_dir>/id_widths.json``: ``proposed`` (a new
+            candidate to run), ``reason`` (why not, else None), ``dimension``,
+            ``metric``, ``budget``, ``source_params``, ``source_key``, ``source_cost``,
+            ``stage_layers``, ``stage_ids``, ``old_widths``, ``widths``, ``params`` (the
+            proposed candidate's params, None without a proposal), ``key``, ``cost``,
+            ``budget_cost``, ``cost_ratio``, ``scale``, ``saturated``, ``evaluations``
+            (the file adds ``units``).
+        """
+        from nasdet.space.derive_widths import propose_widths, read_stage_ids
+
+        guided = self.config.id_guided or {}
+        trial_dir = Path(trial_dir).absolute()
+        space = self.space
+        dim = next(d for d in space.dimensions if d.name == guided["dimension"])
+        metric = guided["metric"]
+        record: dict[str, Any] = {
+            "format": ID_WIDTHS_FORMAT, "proposed": False, "reason": None,
+            "dimension": dim.name, "metric": metric, "budget": guided["budget"],
+            "source_params": dict(candidate.params), "source_key": candidate.key,
+            "history": str(trial_dir / "train" / ID_HISTORY_FILE), "params": None,
+        }
+        units = {"stage_ids": "Suzuki's N(lambda) of each stage output at the end of the "
+                              "measured train stage, dimensions",
+                 "cost": f"{metric} of the whole detector (count)",
+                 "cost_ratio": "proposal's cost / source trial's cost",
+                 "scale": "channels per ID dimension (w_i ~ scale * ID_i)"}
+
+        def cost_of(widths: Any) -> float:
+            params = {**candidate.params, **dim.params_of([int(w) for w in widths])}
+            other = space.candidate(params)
+            ok, _ = space.check_constraints(other)
+            return float(space.complexity(other)[metric]) if ok else math.inf
+
+        try:
+            if not all(p in candidate.params for p in dim.params):
+                raise NasdetError(f"the dimension {dim.name!r} is inactive for this candidate")
+            old = [int(candidate.params[p]) for p in dim.params]
+            layers, ids, channels = read_stage_ids(record["history"])
+            record.update(stage_layers=layers, stage_ids=ids, old_widths=old)
+            epochs = next(s.options["epochs"] for s in self.config.stages
+                          if s.name == guided["after"])
+            last = json.loads(Path(record["history"]).read_text())["entries"][-1]
+            if int(last.get("epoch", -1)) != epochs:
+                raise NasdetError(f"the last ID measurement is of epoch {last.get('epoch')}, "
+                                  f"not of the trained model (epoch {epochs})")
+            if channels != old:
+                raise NasdetError(f"the measured stages have {channels} channels, the "
+                                  f"candidate's widths are {old}")
+            source_cost = float(space.complexity(candidate)[metric])
+            budget_cost = guided["budget"] * source_cost
+            record.update(source_cost=source_cost, budget_cost=budget_cost)
+            grids = [dim.stage_values_set(i) for i in range(len(old))]
+            narrowest = [min(g) for g in grids]
+            if math.isinf(cost_of(narrowest)):
+                _, why = space.check_constraints(space.candidate(
+                    {**candidate.params, **dim.params_of(narrowest)}))
+                raise NasdetError(f"even the narrowest widths {narrowest} break the space's "
+                                  f"constraints: {why}")
+            widths, scale, cost, saturated, evaluations = propose_widths(
+                ids, cost_of, budget_cost, grids)
+            params = {**candidate.params, **dim.params_of(list(widths))}
+            record.update(
+                widths=list(widths), params=params, key=space.candidate(params).key,
+                cost=cost, cost_ratio=cost / source_cost, scale=scale, saturated=saturated,
+                evaluations=evaluations)
+            if list(widths) == old:
+                record["reason"] = "the ID-proportional widths are the candidate's own"
+            else:
+                record["proposed"] = True
+        except NasdetError as exc:  # recorded; the trial goes on
+            record["reason"] = str(exc)
+        except Exception as exc:  # a model that does not build, a broken history: the same
+            record["reason"] = f"{type(exc).__name__}: {exc}"
+        atomic_write_json(trial_dir / ID_WIDTHS_FILE, {**record, "units": units})
+        return record
+
+
+def read_id_proposal(trial_dir: str | Path | None) -> dict[str, Any] | None:
+    """The params an ID-guided trial proposes (``id_widths.json``), or None.
+
+    None when the trial wrote no proposal, or one that is not a new candidate.
+    """
+    if not trial_dir:
+        return None
+    try:
+        record = json.loads((Path(trial_dir) / ID_WIDTHS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not record.get("proposed"):
+        return None
+    params = record.get("params")
+    return dict(params) if isinstance(params, dict) else None
 
 
 def probe_batch(cfg, num_images: int) -> dict[str, Any]:

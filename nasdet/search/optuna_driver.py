@@ -4,12 +4,21 @@ TPE for one objective, NSGA-II for several; a median pruner stops trials between
 fidelity stages (single objective). Every finished trial is in the storage the moment
 it ends, so a search killed with SIGKILL loses only the trial in flight; ``resume``
 continues the study until it has ``n_trials`` finished trials.
+
+With ``id_guided`` (see :mod:`nasdet.search.config`) a finished trial's proposal
+(``id_widths.json``) is enqueued as a later trial, with the user attribute
+``id_guided_from`` (the source trial's number), unless a trial with the same params
+exists (one cut off by a killed driver does not count) or the enqueued trials already
+fill ``n_trials``. Optuna runs enqueued trials first; they count like any other, and a
+resumed search enqueues what its finished trials proposed and was not run.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +27,12 @@ from optuna.trial import TrialState
 
 from nasdet.errors import NasdetError
 from nasdet.search.config import SearchConfig, Stage
-from nasdet.search.evaluator import CandidateRejected, TrialEvaluator
+from nasdet.search.evaluator import CandidateRejected, TrialEvaluator, read_id_proposal
 from nasdet.search.storage import default_storage_url, open_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+#: User attribute (and row column) of a trial run from another trial's ID-guided proposal.
+ID_GUIDED_ATTR = "id_guided_from"
 
 
 def counts_towards_n_trials(trial: optuna.trial.FrozenTrial) -> bool:
@@ -33,6 +44,47 @@ def counts_towards_n_trials(trial: optuna.trial.FrozenTrial) -> bool:
     if trial.state == TrialState.FAIL:
         return "fail_reason" in trial.user_attrs
     return trial.state in FINISHED
+
+
+def _interrupted(trial: optuna.trial.FrozenTrial) -> bool:
+    return trial.state == TrialState.FAIL and not counts_towards_n_trials(trial)
+
+
+def trial_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A trial's params; an enqueued trial that has not started holds them as fixed params."""
+    return dict(trial.params) or dict(trial.system_attrs.get("fixed_params") or {})
+
+
+def _canonical(params: Mapping[str, Any]) -> str:
+    return json.dumps(dict(params), sort_keys=True, default=str)
+
+
+def params_tried(trials: Iterable[optuna.trial.FrozenTrial], params: Mapping[str, Any]) -> bool:
+    """Whether one of ``trials`` has (or, enqueued, will have) exactly ``params``."""
+    key = _canonical(params)
+    return any(_canonical(trial_params(t)) == key for t in trials)
+
+
+def enqueue_id_proposal(study: optuna.Study, params: Mapping[str, Any], source: int | str,
+                        trials: Iterable[optuna.trial.FrozenTrial] | None = None) -> bool:
+    """Enqueue an ID-guided proposal of trial ``source`` unless its params were tried.
+
+    Args:
+        study: The study (the next ``ask`` returns the enqueued trial).
+        params: The proposed candidate's params (``id_widths.json``'s ``params``).
+        source: The proposing trial (number, or Ray Tune's trial id).
+        trials: The trials whose params count as tried (default: all of the study's).
+
+    Returns:
+        Whether a trial was enqueued.
+    """
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    if params_tried(trials, params):
+        return False
+    # Our own check above, not skip_if_exists: a trial cut off by a killed driver has
+    # the params but never ran, and must not block them.
+    study.enqueue_trial(dict(params), user_attrs={ID_GUIDED_ATTR: source})
+    return True
 
 
 def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
@@ -141,8 +193,14 @@ class OptunaSearch:
               f"{done} finished, {todo} to run", flush=True)
         self._started = time.perf_counter()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        callbacks = [self._progress]
+        if self.config.id_guided:
+            callbacks.append(self._enqueue_proposal)
+            if todo:  # a resumed search: proposals of earlier runs that were not run
+                for t in study.get_trials(deepcopy=False, states=FINISHED):
+                    self._enqueue_proposal(study, t, quiet=True)
         study.optimize(self._objective, n_trials=todo, catch=(Exception,),
-                       callbacks=[self._progress], gc_after_trial=True)
+                       callbacks=callbacks, gc_after_trial=True)
         return study
 
     # -- one trial --------------------------------------------------------------------
@@ -187,8 +245,34 @@ class OptunaSearch:
                 "fail": trial.user_attrs.get("fail_reason", "")}.get(state, "")
         best = _best_text(study, self.config)
         elapsed = time.perf_counter() - self._started
-        print(f"[search] trial {trial.number} {state}: {what} | {done}/{self.config.n_trials} "
-              f"done | best: {best} | {elapsed / 60:.1f} min", flush=True)
+        source = trial.user_attrs.get(ID_GUIDED_ATTR)
+        guided = f" (ID-guided from trial {source})" if source is not None else ""
+        print(f"[search] trial {trial.number}{guided} {state}: {what} | "
+              f"{done}/{self.config.n_trials} done | best: {best} | {elapsed / 60:.1f} min",
+              flush=True)
+
+    def _enqueue_proposal(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                          quiet: bool = False) -> None:
+        """Enqueue ``trial``'s ID-guided proposal while ``n_trials`` leaves room for it."""
+        params = read_id_proposal(trial.user_attrs.get("trial_dir"))
+        if params is None:
+            return
+        trials = [t for t in study.get_trials(deepcopy=False) if not _interrupted(t)]
+        taken = sum(1 for t in trials if counts_towards_n_trials(t)
+                    or t.state == TrialState.WAITING)
+        if params_tried(trials, params):
+            what = "tried already"
+        elif taken >= self.config.n_trials:
+            what = f"not run: the {self.config.n_trials} trials are taken"
+        else:
+            enqueue_id_proposal(study, params, trial.number, trials)
+            what = "enqueued"
+            quiet = False
+        if not quiet:
+            dim = self.config.id_guided["dimension"]
+            widths = [v for k, v in params.items() if k.rsplit(".", 1)[0] == dim]
+            print(f"[search] trial {trial.number} proposes ID-guided {dim} {widths}: {what}",
+                  flush=True)
 
 
 def _best_text(study: optuna.Study, config: SearchConfig) -> str:
@@ -228,7 +312,7 @@ def trial_rows(study: optuna.Study, config: SearchConfig) -> list[dict[str, Any]
         row.update(t.user_attrs.get("metrics", {}))
         if t.state == TrialState.FAIL and not counts_towards_n_trials(t):
             row["fail_reason"] = "interrupted: the driver was killed while it ran"
-        for key in ("rejected", "pruned_after", "fail_reason", "trial_dir"):
+        for key in ("rejected", "pruned_after", "fail_reason", "trial_dir", ID_GUIDED_ATTR):
             if key in t.user_attrs:
                 row[key] = t.user_attrs[key]
         rows.append(row)

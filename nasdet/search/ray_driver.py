@@ -22,6 +22,13 @@ Optuna is told a trial's objective values only when it finished every stage; a t
 stopped early or rejected by the space's budget is told as pruned, one that raised as
 failed, so proxy scores never stand in for an objective.
 
+With ``id_guided`` (see :mod:`nasdet.search.config`) the searcher reads a finished
+trial's ``id_widths.json`` (in its ``trial_dir``, so on a cluster the work dir must be
+shared) and enqueues the proposal in its Optuna study unless a trial with the same
+params exists; the next trial Tune asks for runs it, counting towards ``n_trials``.
+Its Tune config carries ``id_guided_from`` (the source's Tune trial id; its row shows
+the source's trial number).
+
 Every result carries the evaluator's metrics so far, ``seconds/evaluator`` (wall-clock
 seconds the trial spent inside the evaluator so far, waiting on Tune while reporting
 excluded), and ``score``, ``fidelity``,
@@ -47,7 +54,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -57,15 +63,26 @@ from typing import Any
 import optuna
 import ray
 from ray import tune
-from ray.exceptions import AuthenticationError
 from ray.tune import Callback, ExperimentAnalysis
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch as TuneOptunaSearch
 
 from nasdet.errors import NasdetError
 from nasdet.search.config import SearchConfig, Stage
-from nasdet.search.evaluator import CandidateRejected, TrialEvaluator, clear_trial_dir
-from nasdet.search.optuna_driver import make_sampler, objective_values, stage_score
+from nasdet.search.evaluator import (
+    CandidateRejected,
+    TrialEvaluator,
+    clear_trial_dir,
+    read_id_proposal,
+)
+from nasdet.search.optuna_driver import (
+    ID_GUIDED_ATTR,
+    enqueue_id_proposal,
+    make_sampler,
+    objective_values,
+    stage_score,
+)
+from nasdet.utils.ray_cluster import connect_ray
 
 #: Keys every result of a trial carries besides the evaluator's metrics.
 BOOKKEEPING_KEYS = ("score", "fidelity", "stage", "stage_name", "stages_done", "node_id",
@@ -78,7 +95,6 @@ _TUNE_KEYS = {"training_iteration", "time_total_s", "time_this_iter_s", "timesta
 # Ray Tune snapshots its experiment state at most this often (seconds) unless the user
 # sets TUNE_GLOBAL_CHECKPOINT_S; Tune's own default ("auto") waits at least 10 s.
 SNAPSHOT_SECONDS = "2"
-PROBE_TIMEOUT_S = 3.0
 
 
 # ------------------------------------------------------------------------------ trials
@@ -115,7 +131,8 @@ def run_trial(spec: TrialSpec, params: dict[str, Any]) -> None:
     trial_dir = spec.work_dir / "trials" / trial_id
     evaluator = TrialEvaluator(config, keep_checkpoints=spec.keep_checkpoints,
                                data_root=spec.data_root, cfg_options=spec.cfg_options)
-    candidate = evaluator.space.candidate(dict(params))
+    params = {k: v for k, v in params.items() if k != ID_GUIDED_ATTR}  # not a space param
+    candidate = evaluator.space.candidate(params)
     base = {"node_id": ray.get_runtime_context().get_node_id(), "trial_dir": str(trial_dir),
             "candidate_key": candidate.key}
     pending = {o.metric: math.nan for o in config.objectives}
@@ -211,14 +228,28 @@ class StageAwareOptunaSearch(TuneOptunaSearch):
     as pruned (no values); one that raised as failed. Intermediate results reach Optuna
     only once the (single) objective metric exists.
 
+    With ``id_guided``, a finished trial's ID-guided proposal (``id_widths.json`` in
+    its result's ``trial_dir``) is enqueued in the study, so a later ``suggest``
+    returns it, with ``id_guided_from`` (the source's Tune trial id) added to its config.
+
     Args:
         n_stages: Stages of a complete trial.
+        id_guided: Enqueue the trials' ID-guided proposals.
         **kwargs: ``OptunaSearch``'s arguments (``space``, ``metric``, ``mode``, ``sampler``).
     """
 
-    def __init__(self, n_stages: int, **kwargs: Any):
+    def __init__(self, n_stages: int, id_guided: bool = False, **kwargs: Any):
         self.n_stages = n_stages
+        self.id_guided = id_guided
         super().__init__(**kwargs)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        params = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        source = ot_trial.user_attrs.get(ID_GUIDED_ATTR) if ot_trial is not None else None
+        if params is not None and source is not None:
+            params = {**params, ID_GUIDED_ATTR: source}
+        return params
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if isinstance(self.metric, list):
@@ -230,10 +261,17 @@ class StageAwareOptunaSearch(TuneOptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
+        trial_dir = (result or {}).get("trial_dir")
         if result is not None and (error or result.get("rejected")
                                    or result.get("stages_done") != self.n_stages):
             result = None  # no values: Optuna records PRUNED, or FAIL with ``error``
         super().on_trial_complete(trial_id, result, error)
+        # The model was trained and measured whatever became of the trial afterwards.
+        # getattr: a searcher restored from an experiment of an older version lacks it.
+        params = read_id_proposal(trial_dir) if getattr(self, "id_guided", False) else None
+        if params is not None and enqueue_id_proposal(self._ot_study, params, trial_id):
+            print(f"[search] trial {trial_id} proposes ID-guided widths: enqueued (the next "
+                  "trial runs it, if any is left)", flush=True)
 
 
 def fidelities(config: SearchConfig, reduction_factor: float) -> tuple[float, ...]:
@@ -391,29 +429,10 @@ class RaySearch:
 
     # -- Ray ---------------------------------------------------------------------------
     def _connect(self) -> None:
-        if self.address:
-            probe_address(self.address)
-        if ray.is_initialized():
-            return
         start = time.perf_counter()
-        if self.address:
-            try:
-                ray.init(address=self.address, logging_level="WARNING",
-                         log_to_driver=self.verbose > 0)
-            except (ConnectionError, RuntimeError, TimeoutError, AuthenticationError) as exc:
-                hint = ""
-                if "authentication" in f"{exc} {exc.__cause__}".lower():
-                    hint = ("; the cluster wants its token: set RAY_AUTH_MODE=token and give "
-                            "this machine the head's ~/.ray/auth_token (or RAY_AUTH_TOKEN)")
-                raise NasdetError(f"cannot connect to the Ray cluster at {self.address!r}: "
-                                  f"{_first_line(exc)}{hint}", key="--address") from None
-        else:
-            # A private local instance ("local" never joins another session's cluster).
-            ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
-                     dashboard_host="127.0.0.1", logging_level="WARNING",
-                     log_to_driver=self.verbose > 0)
-        self.started_ray = True
-        self.ray_init_seconds = time.perf_counter() - start
+        if connect_ray(self.address, verbose=self.verbose > 0):
+            self.started_ray = True
+            self.ray_init_seconds = time.perf_counter() - start
 
     def _disconnect(self) -> None:
         if self.started_ray and ray.is_initialized():
@@ -431,15 +450,16 @@ class RaySearch:
     def _tuner(self, trainable):
         objectives = self.config.objectives
         n_stages = len(self.config.stages)
+        guided = self.config.id_guided is not None
         if self.config.multi_objective:
             searcher = StageAwareOptunaSearch(
-                n_stages,
+                n_stages, id_guided=guided,
                 space=SpaceSampler(self.config.space_path), sampler=make_sampler(self.config),
                 metric=[o.metric for o in objectives],
                 mode=[_mode(o.direction) for o in objectives])
         else:
             searcher = StageAwareOptunaSearch(
-                n_stages,
+                n_stages, id_guided=guided,
                 space=SpaceSampler(self.config.space_path), sampler=make_sampler(self.config),
                 metric=objectives[0].metric, mode=_mode(objectives[0].direction))
         if self.early_stopping:
@@ -522,6 +542,10 @@ def ray_trial_rows(experiment_path: str | Path, config: SearchConfig) -> list[di
                    status=trial.status, tag=trial.experiment_tag)
         rows.append(row)
     rows.sort(key=lambda r: (isinstance(r["trial"], str), str(r["trial"]).zfill(12)))
+    numbers = {r["trial_id"]: r["trial"] for r in rows}
+    for r in rows:  # the source's trial number, as the rows name trials
+        if ID_GUIDED_ATTR in r:
+            r[ID_GUIDED_ATTR] = numbers.get(r[ID_GUIDED_ATTR], r[ID_GUIDED_ATTR])
     return rows
 
 
@@ -529,10 +553,13 @@ def _row(trial_id: str, params: dict[str, Any] | None, result: dict[str, Any] | 
          error: str | None, config: SearchConfig, *, status: str = "TERMINATED",
          tag: str = "") -> dict[str, Any]:
     result = dict(result or {})
+    params = dict(params or {})
     row: dict[str, Any] = {"trial": trial_number(tag, trial_id),
                            "trial_id": trial_id, "state": "COMPLETE",
                            "seconds": result.get("time_total_s")}
-    row.update({f"param/{k}": v for k, v in (params or {}).items()})
+    if ID_GUIDED_ATTR in params:
+        row[ID_GUIDED_ATTR] = params.pop(ID_GUIDED_ATTR)
+    row.update({f"param/{k}": v for k, v in params.items()})
     row.update({k: v for k, v in result.items()
                 if k not in _TUNE_KEYS and not k.startswith("config/")
                 and k not in BOOKKEEPING_KEYS
@@ -583,40 +610,6 @@ def _error_reason(trial: Any) -> str:
 
 
 # ------------------------------------------------------------------------------ helpers
-def probe_address(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Fail fast when nothing listens at a Ray cluster address.
-
-    ``ray.init`` retries an unreachable address for a long time; a TCP connect to the
-    head's GCS port answers within ``timeout``. ``auto`` is left to ``ray.init``.
-
-    Args:
-        address: ``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``.
-        timeout: Seconds to wait for the TCP connection.
-
-    Raises:
-        NasdetError: naming ``--address``.
-    """
-    if address == "auto":
-        return
-    hostport = address.removeprefix("ray://")
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise NasdetError(f"expected HOST:PORT of the Ray head (e.g. 10.0.0.1:6379), got "
-                          f"{address!r}", key="--address")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise NasdetError(
-            f"no Ray cluster reachable at {address} ({exc.strerror or exc}); start one with "
-            "`ray start --head --port=PORT` or fix the address", key="--address") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 @contextlib.contextmanager
 def _env(**values: str | None) -> Iterator[None]:
     """Set environment variables the user has not set, for the block only."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,18 @@ def load_config(
         cfg_options: ``key.sub=value`` overrides, as mmengine's ``DictAction`` parses them.
         work_dir: Overrides ``cfg.work_dir``; default ``work_dirs/<config stem>``.
 
+    A config may declare a transfer strategy that is not applied yet,
+    ``transfer = dict(type='finetune', checkpoint=PATH, **params)`` (the I vs S
+    baselines in ``configs/study/`` do): it is applied here through
+    :func:`nasdet.train.transfer.apply_transfer`, after ``cfg_options``, so every tool
+    trains the combined config. Applied strategies record their ``fragment`` and are
+    left as they are.
+
     Returns:
         The merged config, with ``work_dir`` made absolute.
 
     Raises:
-        NasdetError: missing or unparsable file.
+        NasdetError: missing or unparsable file, a declared strategy that cannot apply.
     """
     path = Path(path)
     if not path.is_file():
@@ -38,12 +46,37 @@ def load_config(
         raise NasdetError(f"cannot read config: {type(exc).__name__}: {exc}", file=path) from None
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    cfg = apply_declared_transfer(cfg)
     if work_dir is not None:
         cfg.work_dir = str(work_dir)
     elif cfg.get("work_dir") is None:
         cfg.work_dir = str(Path("work_dirs") / path.stem)
     cfg.work_dir = str(Path(cfg.work_dir).absolute())
     return cfg
+
+
+def apply_declared_transfer(cfg: Config) -> Config:
+    """Apply a config's own ``transfer = dict(type=..., ...)`` if it is not applied yet."""
+    declared = cfg.get("transfer")
+    if not isinstance(declared, dict) or "fragment" in declared:
+        return cfg
+    from nasdet.train.transfer import apply_transfer
+
+    params = dict(declared)
+    name = params.pop("type", None)
+    checkpoint = params.pop("checkpoint", None)
+    base = copy.deepcopy(cfg)
+    base.pop("transfer")
+    try:
+        return apply_transfer(base, str(name), checkpoint=checkpoint, **params)
+    except NasdetError as exc:
+        # apply_transfer names its own arguments; here they are keys of `transfer`.
+        key = {"strategy": "type", None: "type"}.get(exc.key, exc.key)
+        # A fragment file is where the strategy's defaults live; the user's config is what
+        # declared it. Other files (a checkpoint) stay named.
+        file = cfg.filename if not exc.file or exc.file.endswith(".py") else exc.file
+        raise NasdetError(exc.message, file=file,
+                          key=key if key.startswith("transfer.") else f"transfer.{key}") from None
 
 
 def _dataloader_keys(cfg: Config) -> list[str]:

@@ -271,7 +271,7 @@ def pretrain(
     epochs: int = 10,
     work_dir: str | Path = "work_dirs/pretrain",
     batch_size: int = 64,
-    lr: float = 0.1,
+    lr: float = 0.05,
     weight_decay: float = 1e-4,
     image_size: int | None = None,
     seed: int = 0,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -10,16 +9,13 @@ from mmengine.config import Config
 
 from nasdet.cli import run_tool
 from nasdet.space import SearchSpace
-from tests.conftest import REPO
+from tests.conftest import load_tool
 from tests.space.conftest import SPACES
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("sample_space", REPO / "tools/sample_space.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("sample_space")
 
 
 def test_samples_table_and_standalone_configs(tool, tmp_path, capsys):
