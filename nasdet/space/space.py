@@ -736,6 +736,13 @@ class SearchSpace:
                 file=self._fname,
                 key=strategy_dim.key,
             )
+            # A searched key beats the strategy fragment's static part (e.g. a searched
+            # lr over the fine-tuning fragments' lr=0.02): set it again.
+            static = transfer_module().load_fragment(values[strategy_dim.name])[2]
+            for name, value in values.items():
+                dim = by_name[name]
+                if dim.cfg_key and _has_path(static, dim.cfg_key):
+                    _set_path(cfg, dim.cfg_key, value)
         return cfg
 
     # ------------------------------------------------------------------ sampling
@@ -849,6 +856,15 @@ def _set_path(cfg: Any, path: str, value: Any) -> None:
         parent[int(leaf)] = value
     else:
         parent[leaf] = value
+
+
+def _has_path(tree: Any, path: str) -> bool:
+    """Whether the dotted ``path`` exists in nested mappings ``tree``."""
+    for part in path.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
 
 
 def transfer_module() -> Any | None:

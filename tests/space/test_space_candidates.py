@@ -353,6 +353,18 @@ def test_transfer_dimension_applies_the_strategy(transfer_space):
     )
 
 
+def test_searched_lr_beats_the_fine_tuning_fragment_lr(transfer_space):
+    make, _ = transfer_space
+    space = make(lr={"cfg_key": "optim_wrapper.optimizer.lr", "choices": [0.005, 0.05]})
+    free = {"w0.0": 16, "w0.1": 64, "w0.2": 128, "w0.3": 256}
+    for strategy in ("finetune", "scratch"):
+        cfg = space.candidate({**free, "strategy": strategy, "lr": 0.05}).to_config()
+        assert cfg.optim_wrapper.optimizer.lr == 0.05
+    # Without a searched lr, the fine-tuning fragment's lr=0.02 replaces the base's 0.06.
+    plain = make().candidate({**free, "strategy": "finetune"}).to_config()
+    assert plain.optim_wrapper.optimizer.lr == 0.02
+
+
 def test_transfer_errors_name_the_space_file(transfer_space, tmp_path):
     make, _ = transfer_space
     with pytest.raises(NasdetError) as info:
