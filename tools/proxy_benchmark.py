@@ -5,6 +5,16 @@
     python tools/proxy_benchmark.py SPACE ... --backend ray      # trainings as Ray trials
 
 Killed? Run the same command again: finished architectures are kept.
+
+Writes <work-dir>/report/correlations.md (+ .json, scatter plots): Kendall tau and
+Spearman rho of every proxy against COCO box AP and AP50 with bootstrap 95% intervals,
+top-10% recall, proxy cost vs training cost, and the seed-to-seed AP noise of one
+architecture next to the spread across architectures. More processes on the same
+study train architectures in parallel (Optuna RDB workers; the first one's command
+then retrains the seed-noise runs and writes the report):
+
+    python tools/search.py WORK_DIR/benchmark_search.yaml --work-dir WORK_DIR \
+        --study-name proxy_benchmark --resume   # the benchmark config keeps the overrides
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def _corr(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(kendalltau(x, y).statistic), float(spearmanr(x, y).statistic)
 
 
-def correlations(rows: list[dict[str, Any]], *, target: str = "ap50", fraction: float = 0.1,
+def correlations(rows: list[dict[str, Any]], *, target: str = "ap", fraction: float = 0.1,
                  n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
     """One row per proxy: tau, rho (with 95% bootstrap intervals), top-k recall, cost.
 
@@ -97,51 +97,87 @@ def correlations(rows: list[dict[str, Any]], *, target: str = "ap50", fraction: 
                                        else -2))
 
 
-def write_proxy_report(rows: list[dict[str, Any]], out_dir: str | Path, *, target: str = "ap50",
+#: The trained metrics a benchmark ranks by: COCO box AP first, then AP at IoU 0.5.
+TARGETS = ("ap", "ap50")
+TARGET_NAMES = {"ap": "COCO box AP (mAP@[.5:.95])", "ap50": "box AP at IoU 0.5"}
+
+
+def _spread(values: list[float]) -> dict[str, float] | None:
+    if len(values) < 2:
+        return None
+    return {"min": min(values), "max": max(values), "std": float(np.std(values, ddof=1))}
+
+
+def write_proxy_report(rows: list[dict[str, Any]], out_dir: str | Path, *,
+                       targets: tuple[str, ...] = TARGETS,
                        noise: dict[str, Any] | None = None, command: str = "") -> Path:
-    """``correlations.json``/``.md`` and ``proxy_scatter.png`` for a benchmark's rows.
+    """``correlations.json``/``.md`` and ``proxy_scatter_<target>.png`` for a benchmark.
+
+    One section per target: the spread of the target across architectures next to
+    the seed-to-seed spread of one architecture (is the ranking signal above the
+    noise?), then each proxy's correlations.
 
     Args:
         rows: One per architecture (see :func:`correlations`).
         out_dir: Where to write.
-        target: Trained metric.
-        noise: Seed-to-seed spread of one architecture (``{"values": [...], "std": s}``).
+        targets: Trained metrics to rank by, the first is the headline.
+        noise: One architecture retrained with other seeds:
+            ``{"trial": n, "values": {target: [value per seed, ...]}}``.
         command: The command that regenerates the table.
 
     Returns:
         Path of ``correlations.md``.
     """
     out = Path(out_dir)
-    table = correlations(rows, target=target)
-    ys = [float(r[target]) for r in rows if r.get(target) is not None]
-    spread = {"min": min(ys), "max": max(ys), "std": float(np.std(ys, ddof=1))} if len(ys) > 1 \
-        else None
+    n_archs = len(rows)
+    sections: dict[str, Any] = {}
+    text = [f"# Proxy benchmark: how well do proxies rank {n_archs} architectures by trained AP?",
+            ""]
+    for target in targets:
+        table = correlations(rows, target=target)
+        spread = _spread([float(r[target]) for r in rows if r.get(target) is not None])
+        seeds = [float(v) for v in ((noise or {}).get("values") or {}).get(target, [])]
+        seed_spread = _spread(seeds)
+        sections[target] = {"correlations": table, "spread_across_architectures": spread,
+                            "seed_noise": {"trial": noise.get("trial"), "values": seeds,
+                                           **(seed_spread or {})} if seeds else None}
+        plot = f"proxy_scatter_{target}.png"
+        _scatter(rows, table, target, out / plot)
+        text += [f"## {TARGET_NAMES.get(target, target)} (`{target}`)", ""]
+        if spread:
+            text.append(f"Across architectures: {target} from {spread['min']:.3f} to "
+                        f"{spread['max']:.3f} (std {spread['std']:.3f}).")
+        if seed_spread:
+            ratio = spread["std"] / seed_spread["std"] if spread and seed_spread["std"] else \
+                float("nan")
+            text.append(f"One architecture (trial {noise.get('trial')}) trained {len(seeds)} "
+                        f"times with different seeds: " + ", ".join(f"{v:.3f}" for v in seeds)
+                        + f" (std {seed_spread['std']:.3f}); the spread across architectures "
+                        f"is {ratio:.1f}x the seed noise.")
+        text += ["", "| proxy | Kendall τ [95% CI] | Spearman ρ [95% CI] | top-10% recall | "
+                 "seconds | cost / training |", "|---|---|---|---|---|---|"]
+        for r in table:
+            text.append(
+                f"| {r['proxy']} | {r['kendall_tau']:.2f} [{r['tau_lo']:.2f}, "
+                f"{r['tau_hi']:.2f}] | {r['spearman_rho']:.2f} [{r['rho_lo']:.2f}, "
+                f"{r['rho_hi']:.2f}] | {r['top10_recall']:.2f} | {r['proxy_seconds']:.2f} | "
+                f"{r['cost_ratio']:.2%} |")
+        text += ["", f"![proxies vs {target}]({plot})", ""]
+    text += ["Kendall τ / Spearman ρ: rank correlation of the proxy (scored at "
+             "initialisation, `id_trained` after its short training) with the trained "
+             "metric, 95% percentile bootstrap over architectures. Top-10% recall: of the "
+             "true top 10% of architectures, the share the proxy also ranks in its top 10%. "
+             "Seconds: proxy wall clock per architecture; cost / training: that over the "
+             "training's wall clock.", ""]
+    if command:
+        text += ["Regenerate with:", "", f"    {command}", ""]
     atomic_write_json(out / "correlations.json", {
-        "target": target, "n_architectures": len(ys), "correlations": table,
-        "ap_spread_across_architectures": spread, "seed_noise": noise, "command": command,
-        "units": {"kendall_tau/spearman_rho": "rank correlation in [-1, 1], 95% bootstrap "
+        "n_architectures": n_archs, "targets": sections, "command": command,
+        "units": {"ap/ap50": "COCO box AP on the validation split, fractions (pycocotools)",
+                  "kendall_tau/spearman_rho": "rank correlation in [-1, 1], 95% bootstrap "
                   "percentile interval over architectures", "top10_recall": "fraction",
                   "proxy_seconds": "wall-clock seconds per architecture",
                   "cost_ratio": "proxy seconds / training seconds per architecture"}})
-    lines = ["| proxy | Kendall τ [95% CI] | Spearman ρ [95% CI] | top-10% recall | "
-             "seconds | cost / training |", "|---|---|---|---|---|---|"]
-    for r in table:
-        lines.append(
-            f"| {r['proxy']} | {r['kendall_tau']:.2f} [{r['tau_lo']:.2f}, {r['tau_hi']:.2f}] | "
-            f"{r['spearman_rho']:.2f} [{r['rho_lo']:.2f}, {r['rho_hi']:.2f}] | "
-            f"{r['top10_recall']:.2f} | {r['proxy_seconds']:.2f} | {r['cost_ratio']:.2%} |")
-    text = [f"# Proxy benchmark: rank correlation with {target}", "",
-            f"{len(ys)} architectures" + (f"; {target} from {spread['min']:.3f} to "
-                                          f"{spread['max']:.3f} (std {spread['std']:.3f})"
-                                          if spread else "") + ".", ""]
-    if noise:
-        text += [f"Seed-to-seed noise of one architecture trained {len(noise['values'])} times: "
-                 f"{target} = " + ", ".join(f"{v:.3f}" for v in noise["values"])
-                 + f" (std {noise['std']:.3f}).", ""]
-    text += lines + ["", "![proxy vs AP](proxy_scatter.png)", ""]
-    if command:
-        text += ["Regenerate with:", "", f"    {command}", ""]
-    _scatter(rows, table, target, out / "proxy_scatter.png")
     return atomic_write_text(out / "correlations.md", "\n".join(text))
 
 
@@ -158,9 +194,11 @@ def _scatter(rows, table, target: str, path: Path) -> None:
         pts = [(float(r[f"proxy/{t['proxy']}"]), float(r[target])) for r in rows
                if r.get(f"proxy/{t['proxy']}") is not None and r.get(target) is not None]
         ax.scatter(*zip(*pts, strict=True), s=14)
+        if t["proxy"] in ("synflow", "params", "macs") and min(p[0] for p in pts) > 0:
+            ax.set_xscale("log")  # these span orders of magnitude
         ax.set_title(f"{t['proxy']}: tau={t['kendall_tau']:.2f}", fontsize=9)
         ax.set_xlabel(f"proxy/{t['proxy']}", fontsize=8)
         ax.set_ylabel(target, fontsize=8)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Proxy scores at initialisation vs trained {target}")
+    fig.suptitle(f"Proxy scores vs trained {target} ({TARGET_NAMES.get(target, target)})")
     save_figure(fig, path)

@@ -11,6 +11,12 @@ With ``id_guided`` (see :mod:`nasdet.search.config`) a finished trial's proposal
 exists (one cut off by a killed driver does not count) or the enqueued trials already
 fill ``n_trials``. Optuna runs enqueued trials first; they count like any other, and a
 resumed search enqueues what its finished trials proposed and was not run.
+
+Several worker processes may share one study in an RDB storage (the default SQLite
+file, PostgreSQL, MySQL; their heartbeats tell a live worker's trial from a killed
+one): start the same command with ``--resume`` in another shell, or on another machine
+with the same ``--storage`` URL. ``n_trials`` counts for the whole study: a worker stops once the
+finished trials and those other workers are running reach it.
 """
 
 from __future__ import annotations
@@ -193,7 +199,7 @@ class OptunaSearch:
               f"{done} finished, {todo} to run", flush=True)
         self._started = time.perf_counter()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        callbacks = [self._progress]
+        callbacks = [self._progress, self._stop_when_taken]
         if self.config.id_guided:
             callbacks.append(self._enqueue_proposal)
             if todo:  # a resumed search: proposals of earlier runs that were not run
@@ -250,6 +256,14 @@ class OptunaSearch:
         print(f"[search] trial {trial.number}{guided} {state}: {what} | "
               f"{done}/{self.config.n_trials} done | best: {best} | {elapsed / 60:.1f} min",
               flush=True)
+
+    def _stop_when_taken(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Stop this worker once finished + running trials (of any worker) fill n_trials."""
+        trials = study.get_trials(deepcopy=False)
+        taken = sum(1 for t in trials if counts_towards_n_trials(t)
+                    or t.state == TrialState.RUNNING)
+        if taken >= self.config.n_trials:
+            study.stop()
 
     def _enqueue_proposal(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
                           quiet: bool = False) -> None:

@@ -103,25 +103,32 @@ def run_proxy_benchmark(
 
 def _seed_noise(config, row: dict[str, Any], work_dir: Path, repeats: int,
                 data_root: str | Path | None) -> dict[str, Any]:
-    """Retrain one architecture with other seeds (each run resumable by its directory)."""
+    """Retrain one architecture with other seeds (each run resumable by its directory).
+
+    Returns:
+        ``{"trial": n, "seeds": [...], "values": {target: [value per seed]}}``, the
+        architecture's own trial first.
+    """
     from optuna.trial import FixedTrial
 
+    from nasdet.report.proxy_benchmark import TARGETS
     from nasdet.search.evaluator import TrialEvaluator
 
     evaluator = TrialEvaluator(config, data_root=data_root)
     params = {k.removeprefix("param/"): v for k, v in row.items() if k.startswith("param/")}
-    values = [float(row["ap50"])]
+    candidate = evaluator.space.suggest(FixedTrial(params))
+    # The architecture's own trial trained with its config's seed; the repeats add 1, 2...
+    base_seed = int((evaluator.candidate_config(candidate).get("randomness") or {})
+                    .get("seed") or 0)
+    runs = [row]
     for extra in range(1, repeats + 1):
         trial_dir = work_dir / "seed_noise" / f"seed{extra}"
         done = trial_dir / "metrics.json"
-        stages = len(config.stages)
-        if done.is_file() and json.loads(done.read_text()).get("stages_done") == stages:
-            values.append(float(json.loads(done.read_text())["metrics"]["ap50"]))
-            continue
-        candidate = evaluator.space.suggest(FixedTrial(params))
-        evaluator.cfg_options["randomness.seed"] = config.seed + extra
-        metrics = evaluator.run(candidate, trial_dir, lambda *a: None)
-        values.append(float(metrics["ap50"]))
-    import numpy as np
-
-    return {"trial": row.get("trial"), "values": values, "std": float(np.std(values, ddof=1))}
+        record = json.loads(done.read_text()) if done.is_file() else {}
+        if record.get("stages_done") != len(config.stages):
+            evaluator.cfg_options["randomness.seed"] = base_seed + extra
+            record = {"metrics": evaluator.run(candidate, trial_dir, lambda *a: None)}
+        runs.append(record["metrics"])
+    return {"trial": row.get("trial"),
+            "seeds": [base_seed + i for i in range(repeats + 1)],
+            "values": {t: [float(r[t]) for r in runs] for t in TARGETS}}

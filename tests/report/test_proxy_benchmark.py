@@ -32,7 +32,7 @@ def test_top_k_recall_hand_cases():
 
 def test_correlations_match_scipy_and_intervals_cover():
     rows = _rows()
-    table = {r["proxy"]: r for r in correlations(rows, n_boot=300)}
+    table = {r["proxy"]: r for r in correlations(rows, target="ap50", n_boot=300)}
     ap = np.array([r["ap50"] for r in rows])
     good = np.array([r["proxy/good"] for r in rows])
     assert table["good"]["kendall_tau"] == pytest.approx(kendalltau(good, ap).statistic)
@@ -44,10 +44,20 @@ def test_correlations_match_scipy_and_intervals_cover():
 
 
 def test_report_files(tmp_path):
-    path = write_proxy_report(_rows(), tmp_path, noise={"values": [0.5, 0.52, 0.49],
-                                                        "std": 0.015}, command="make bench")
+    rows = _rows()
+    for r in rows:
+        r["ap"] = r["ap50"] / 2
+    noise = {"trial": 0, "values": {"ap": [0.25, 0.26, 0.245], "ap50": [0.5, 0.52, 0.49]}}
+    path = write_proxy_report(rows, tmp_path, noise=noise, command="make bench")
     text = path.read_text()
-    assert "| good |" in text and "std 0.015" in text and "make bench" in text
+    assert "| good |" in text and "make bench" in text
+    seed_std = float(np.std([0.5, 0.52, 0.49], ddof=1))
+    arch_std = float(np.std([r["ap50"] for r in rows], ddof=1))
+    assert f"(std {seed_std:.3f})" in text and f"is {arch_std / seed_std:.1f}x the seed" in text
     data = json.loads((tmp_path / "correlations.json").read_text())
-    assert data["n_architectures"] == 30
-    assert (tmp_path / "proxy_scatter.png").stat().st_size > 1000
+    assert data["n_architectures"] == 30 and list(data["targets"]) == ["ap", "ap50"]
+    assert data["targets"]["ap50"]["seed_noise"]["std"] == pytest.approx(seed_std)
+    # AP is AP50 / 2 here: the same ranks, so the same correlations.
+    assert data["targets"]["ap"]["correlations"] == data["targets"]["ap50"]["correlations"]
+    for target in ("ap", "ap50"):
+        assert (tmp_path / f"proxy_scatter_{target}.png").stat().st_size > 1000

@@ -195,3 +195,33 @@ def test_killed_search_resumes_losing_at_most_the_trial_in_flight(
     assert [t.state.name for t in trials].count("FAIL") == 1
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 3
     assert not [t for t in trials if t.state.name == "RUNNING"]
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_and_n_trials(tmp_path, tiny_det_root, tiny_space):
+    search = _search_yaml(tmp_path, tiny_space, n_trials=4)
+    work = tmp_path / "work"
+    cmd = [sys.executable, str(REPO / "tools/search.py"), str(search), "--work-dir", str(work),
+           "--data-root", str(tiny_det_root), "--cfg-options",
+           *[f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in FAST.items()]]
+    first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    storage = f"sqlite:///{work / 'study.db'}"
+    deadline = time.time() + 300
+    while time.time() < deadline and first.poll() is None:  # the second joins a live study
+        time.sleep(0.5)
+        try:
+            if optuna.load_study(study_name="search", storage=storage).trials:
+                break
+        except Exception:
+            continue
+    second = subprocess.run([*cmd, "--resume"], cwd=REPO, capture_output=True, text=True,
+                            timeout=900)
+    out_first = first.communicate(timeout=900)[0]
+    assert first.returncode == 0 and second.returncode == 0, out_first[-2000:] + second.stdout[-2000:]
+    trials = optuna.load_study(study_name="search", storage=storage).trials
+    # n_trials is the study's: 4 in all (5 only if both workers start one at the same
+    # instant), not 4 per worker.
+    assert 4 <= len(trials) <= 5 and all(t.state.is_finished() for t in trials)
+    for out in (out_first, second.stdout):  # both workers ran trials
+        assert "[search] trial" in out, out[-2000:]
