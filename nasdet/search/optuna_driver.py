@@ -22,12 +22,14 @@ finished trials and those other workers are running reach it.
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -93,10 +95,20 @@ def enqueue_id_proposal(study: optuna.Study, params: Mapping[str, Any], source: 
     return True
 
 
-def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
-    """The sampler the config asks for (seeded)."""
+def make_sampler(config: SearchConfig, *, stream: Sequence[int] = ()) -> optuna.samplers.BaseSampler:
+    """The sampler the config asks for, seeded.
+
+    Args:
+        config: The search config (``sampler.seed``, else ``seed``).
+        stream: Empty for the worker that creates a study: the config's seed as is, so a
+            fresh search is reproducible. A resumed or joining worker passes something
+            that tells it apart (trials so far, process id): a sampler seeded like the
+            first would replay the first worker's candidates.
+    """
     kind = config.sampler.get("type")
     seed = config.sampler.get("seed", config.seed)
+    if stream:
+        seed = int(np.random.SeedSequence([int(seed or 0), *stream]).generate_state(1)[0])
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "nsga2":
@@ -178,9 +190,13 @@ class OptunaSearch:
             raise NasdetError(f"no study '{self.study_name}' to resume in {self.storage_url}",
                               key="--resume")
         directions = [o.direction for o in self.config.objectives]
+        stream: tuple[int, ...] = ()
+        if exists:
+            study_id = storage.get_study_id_from_name(self.study_name)
+            stream = (len(storage.get_all_trials(study_id, deepcopy=False)), os.getpid())
         study = optuna.create_study(
             storage=storage, study_name=self.study_name, directions=directions,
-            sampler=make_sampler(self.config), pruner=make_pruner(self.config),
+            sampler=make_sampler(self.config, stream=stream), pruner=make_pruner(self.config),
             load_if_exists=True)
         study.set_metric_names([o.metric for o in self.config.objectives])
         study.set_user_attr("search_config", str(self.config.path))

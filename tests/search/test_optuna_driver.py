@@ -223,5 +223,23 @@ def test_two_workers_share_one_study_and_n_trials(tmp_path, tiny_det_root, tiny_
     # n_trials is the study's: 4 in all (5 only if both workers start one at the same
     # instant), not 4 per worker.
     assert 4 <= len(trials) <= 5 and all(t.state.is_finished() for t in trials)
+    # The joining worker samples its own candidates, not the first worker's again.
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == len(trials)
     for out in (out_first, second.stdout):  # both workers ran trials
         assert "[search] trial" in out, out[-2000:]
+
+
+def test_a_resumed_search_does_not_replay_the_first_candidates(tmp_path, tiny_space):
+    path = _search_yaml(tmp_path, tiny_space, n_trials=3, stages=[{"type": "complexity"}],
+                        objectives=[{"metric": "params", "direction": "minimize"}])
+
+    def params(work: str, n_trials: int = 3, resume: bool = False) -> list[dict]:
+        cfg = load_search_config(path, n_trials=n_trials)
+        return [t.params for t in OptunaSearch(cfg, tmp_path / work, resume=resume).run().trials]
+
+    first = params("w")
+    assert params("fresh") == first  # a fresh search with the same seed is reproducible
+    resumed = params("w", n_trials=6, resume=True)
+    assert resumed[:3] == first
+    # The resumed worker's sampler starts another stream: new candidates, not a replay.
+    assert all(p not in first for p in resumed[3:]), resumed
