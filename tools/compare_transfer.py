@@ -21,6 +21,7 @@ import argparse
 import sys
 
 from nasdet.cli import add_config_options, run_tool
+from nasdet.train.pretrain import DEFAULT_EPOCHS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         "synthetic source task first (reused from <work-dir>/pretrain/)",
     )
     parser.add_argument(
-        "--pretrain-epochs", type=int, default=10, help="epochs of that pre-training (default 10)"
+        "--pretrain-epochs", type=int, default=DEFAULT_EPOCHS,
+        help=f"epochs of that pre-training (default {DEFAULT_EPOCHS})",
     )
     args = parser.parse_args(argv)
 

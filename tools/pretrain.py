@@ -1,6 +1,6 @@
 """Pre-train a detector's backbone on a classification source task.
 
-    python tools/pretrain.py configs/tiny_faster_rcnn_synth.py --epochs 10
+    python tools/pretrain.py configs/tiny_faster_rcnn_synth.py
     python tools/pretrain.py resnet18 --data path/to/imagenet_style --epochs 90 --image-size 224
     python tools/pretrain.py CONFIG --work-dir work_dirs/pretrain_tiny --cfg-options model.backbone.widths=[16,32,64,128]
 
@@ -18,6 +18,7 @@ import argparse
 import sys
 
 from nasdet.cli import add_config_options, run_tool
+from nasdet.train.pretrain import DEFAULT_EPOCHS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         help="ImageNet-style folder with train/ and val/ (default: the "
         "synthetic source task in data/synthetic/cls, generated on first use)",
     )
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+                        help=f"training epochs (default {DEFAULT_EPOCHS}: the synthetic task's "
+                        "recipe, val top-1 0.88; 6 epochs reach only 0.23)")
     add_config_options(parser)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05, help="peak learning rate (cosine decay)")

@@ -21,6 +21,7 @@ import argparse
 import sys
 
 from nasdet.cli import run_tool
+from nasdet.train.pretrain import DEFAULT_EPOCHS
 
 DEFAULT_I = "configs/study/tiny_faster_rcnn_I.py"
 DEFAULT_S = "configs/study/tiny_faster_rcnn_S.py"
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="I's epochs (S and D: S's schedule_factor times as many); "
                         "default 8 with the default configs, else the configs' own")
     parser.add_argument("--checkpoint", help="I's pre-trained backbone (path or torchvision://)")
-    parser.add_argument("--pretrain-epochs", type=int, default=6)
+    parser.add_argument("--pretrain-epochs", type=int, default=DEFAULT_EPOCHS,
+                        help=f"epochs of that pre-training (default {DEFAULT_EPOCHS})")
     parser.add_argument("--pretrain-data", help="ImageNet-style folder for that pre-training")
     parser.add_argument("--layers", nargs="+", default=["backbone_stages", "fpn"])
     parser.add_argument("--num-images", type=int, default=32,

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from nasdet.errors import NasdetError
+from nasdet.train.pretrain import DEFAULT_EPOCHS
 from nasdet.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = ["StudyOptions", "run_pretraining_study", "train_run"]
@@ -87,7 +88,7 @@ class StudyOptions:
     seeds: Sequence[int] = (0,)
     epochs: int | None = None
     checkpoint: str | None = None
-    pretrain_epochs: int = 6
+    pretrain_epochs: int = DEFAULT_EPOCHS
     pretrain_data: str | None = None
     layers: Sequence[str] = ("backbone_stages", "fpn")
     num_images: int = 32

