@@ -169,6 +169,22 @@ def test_user_fragment_file_with_parameters(tiny_ckpt, tmp_path):
         apply_transfer(load_config(CONFIGS / "tiny_faster_rcnn_synth.py"), bad)
 
 
+def test_shipped_variant_feature_transfer_on_a_pretrained_student(tiny_ckpt):
+    from mmdet.registry import MODELS
+
+    cfg = apply_transfer(load_config(CONFIGS / "tiny_faster_rcnn_synth.py"),
+                         CONFIGS / "transfer/variants/feature_transfer_pretrained.py",
+                         checkpoint=tiny_ckpt)
+    assert cfg.model.type == "FeatureTransferDetector" and cfg.transfer.student_init == "pretrained"
+    assert cfg.optim_wrapper.optimizer.lr == 0.02  # the base's from-scratch 0.06 replaced
+    student = cfg.model.detector.backbone
+    assert student.frozen_stages == 1 and student.norm_eval is True
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    want = torch.load(tiny_ckpt, weights_only=True)["state_dict"]["layer2.0.conv1.weight"]
+    torch.testing.assert_close(model.detector.backbone.layer2[0].conv1.weight, want)
+
+
 def test_dumped_config_is_standalone_and_loads_the_pretrained_backbone(tiny_ckpt, tmp_path):
     from mmdet.registry import MODELS
 
