@@ -1002,13 +1002,21 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             ]
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    return "\n".join(
+    text = [
         "  ".join(
             c.ljust(w) if i == 0 else c.rjust(w)
             for i, (c, w) in enumerate(zip(line, widths, strict=True))
         )
         for line in lines
-    )
+    ]
+    # mmdet's CocoMetric returns nothing when the detector made no detection at all.
+    text += [
+        f"n/a ({r['strategy']}): no box metric, the detector made no detection on the "
+        f"validation images (a diverged training?); its log: {r.get('work_dir', '?')}"
+        for r in rows
+        if r.get("bbox_mAP") is None
+    ]
+    return "\n".join(text)
 
 
 def _metric(metrics: dict[str, Any], key: str) -> float | None:

@@ -17,6 +17,7 @@ from nasdet.train.transfer import (
     TRANSFER_CONFIG_DIR,
     apply_transfer,
     compare_transfer,
+    format_table,
     list_strategies,
     load_fragment,
     parse_strategy_spec,
@@ -350,3 +351,12 @@ def test_pretrained_strategies_pass_the_runner_preflight(tiny_det_root, tmp_path
     base = shrink_config("tiny_faster_rcnn_synth.py", tiny_det_root, tmp_path / "work")
     runner = build_runner(apply_transfer(base, "finetune", checkpoint=tiny_ckpt))
     assert runner.cfg.model.backbone.init_cfg.type == "Pretrained"
+
+
+def test_table_says_why_a_strategy_has_no_ap():
+    rows = [{"strategy": s, "bbox_mAP": ap, "bbox_mAP_50": ap, "train_seconds": 1.0,
+             "params_trainable": 10, "params_total": 10, "work_dir": f"/w/{s}"}
+            for s, ap in (("finetune", 0.5), ("feature_transfer", None))]
+    lines = format_table(rows).splitlines()
+    assert len(lines) == 4 and "0.5000" in lines[1] and "n/a" in lines[2]
+    assert lines[3].startswith("n/a (feature_transfer): no box metric") and "/w/feature_transfer" in lines[3]
