@@ -77,3 +77,19 @@ def test_benchmark_continues_where_it_stopped_and_states_seed_noise(tmp_path, ti
     # Nothing left to do: a third call only rewrites the report.
     _bench(arch_space, work, tiny_det_root, num_archs=3, seed_repeats=1)
     assert _mtimes(work) == after
+
+
+@pytest.mark.slow
+def test_benchmark_trains_through_the_ray_backend(tmp_path, tiny_det_root, arch_space):
+    import ray
+
+    report = run_proxy_benchmark(arch_space, tmp_path / "bench", num_archs=2, epochs=1,
+                                 proxies=["params", "naswot"], num_images=2, seed_repeats=1,
+                                 backend="ray", data_root=tiny_det_root,
+                                 cfg_options={**FAST, "synthetic_data": None})
+    assert not ray.is_initialized()
+    rows = json.loads((tmp_path / "bench/architectures.json").read_text())
+    assert len(rows) == 2 and all(r["proxy/params"] > 0 and "ap" in r for r in rows)
+    data = json.loads((report.parent / "correlations.json").read_text())
+    assert len(data["targets"]["ap50"]["seed_noise"]["values"]) == 2
+    assert (tmp_path / "bench/ray_results").is_dir()
