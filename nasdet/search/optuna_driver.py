@@ -15,8 +15,8 @@ resumed search enqueues what its finished trials proposed and was not run.
 Several worker processes may share one study in an RDB storage (the default SQLite
 file, PostgreSQL, MySQL; their heartbeats tell a live worker's trial from a killed
 one): start the same command with ``--resume`` in another shell, or on another machine
-with the same ``--storage`` URL. ``n_trials`` counts for the whole study: a worker stops once the
-finished trials and those other workers are running reach it.
+with the same ``--storage`` URL. ``n_trials`` counts for the whole study: a worker stops
+once the finished trials and those other workers are running reach it.
 """
 
 from __future__ import annotations
