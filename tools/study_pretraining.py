@@ -1,6 +1,6 @@
 """The pre-training study: I vs S with eigenspectra and ID dynamics, then widths derived from ID.
 
-    python tools/study_pretraining.py                      # the embedded default (CPU, ~25 min)
+    python tools/study_pretraining.py                      # the embedded default (2 CPU cores, ~22 min)
     python tools/study_pretraining.py --seeds 0 1 2 --report-dir docs/pretraining_study
     python tools/study_pretraining.py --i-config configs/study/faster_rcnn_r50_fpn_I.py \\
         --s-config configs/study/faster_rcnn_r50_fpn_S.py --backend ray --gpus-per-run 1 \\
