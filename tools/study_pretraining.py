@@ -11,8 +11,10 @@ eigenspectrum hook on, measures the eigenspectra of the pre-trained backbone, of
 I, and of S before and after training, derives backbone widths proportional to S's
 stage ID within a MACs (or params) budget, retrains them from scratch (D), and writes
 one report (<work-dir>/report/report.md, plus --report-dir). Re-running continues where
-a killed study stopped. Without --checkpoint, the I config's checkpoint is used, or
-pre-trained on the synthetic source task into <work-dir>/pretrain when missing.
+a killed study stopped. Without --checkpoint, a backbone this study pre-trained before
+(<work-dir>/pretrain) is used, else the I config's checkpoint, else one is pre-trained on
+the synthetic source task into <work-dir>/pretrain. A study never mixes source backbones:
+resuming with another checkpoint than its finished I runs used is refused.
 """
 
 from __future__ import annotations

@@ -137,30 +137,47 @@ def _declared_transfer(path: Path, expected: tuple[str, ...], key: str) -> dict[
 
 
 def _i_checkpoint(opts: StudyOptions, work_dir: Path, progress: bool) -> str:
-    """I's backbone checkpoint: given, the config's, or pre-trained here."""
+    """I's backbone: given, pre-trained here before, the config's, or pre-trained now."""
     from nasdet.train.transfer import STRATEGIES, is_url
 
     i_path = Path(opts.i_config)
     declared = _declared_transfer(
         i_path, tuple(n for n, s in STRATEGIES.items() if s.needs_checkpoint), "--i-config")
     ckpt = opts.checkpoint or declared.get("checkpoint")
+    target = work_dir / "pretrain" / "backbone.pth"
+    if not opts.checkpoint and target.is_file():
+        # Pre-trained here by an earlier invocation: later seeds fine-tune the same
+        # backbone, even if the config's checkpoint has appeared since.
+        return str(target)
     if ckpt and (is_url(str(ckpt)) or Path(ckpt).is_file()):
         return str(ckpt) if is_url(str(ckpt)) else str(Path(ckpt).absolute())
     if opts.checkpoint:
         raise NasdetError("checkpoint file not found", file=opts.checkpoint, key="--checkpoint")
-    target = work_dir / "pretrain" / "backbone.pth"
-    if not target.is_file():
-        from mmengine.config import Config
+    from mmengine.config import Config
 
-        from nasdet.train.pretrain import pretrain
+    from nasdet.train.pretrain import pretrain
 
-        source = Config.fromfile(str(i_path))
-        source.pop("transfer")
-        print(f"[study] {ckpt or 'no checkpoint'} not found: pre-training I's backbone for "
-              f"{opts.pretrain_epochs} epochs into {target}", flush=True)
-        pretrain(source, data=opts.pretrain_data, epochs=opts.pretrain_epochs,
-                 work_dir=target.parent, progress=progress)
+    source = Config.fromfile(str(i_path))
+    source.pop("transfer")
+    print(f"[study] {ckpt or 'no checkpoint'} not found: pre-training I's backbone for "
+          f"{opts.pretrain_epochs} epochs into {target}", flush=True)
+    pretrain(source, data=opts.pretrain_data, epochs=opts.pretrain_epochs,
+             work_dir=target.parent, progress=progress)
     return str(target)
+
+
+def _check_finished_i_runs(runs: Path, ckpt: str) -> None:
+    """Refuse to mix source backbones within one study: finished I runs used ``ckpt``."""
+    from mmengine.config import Config
+
+    for done in sorted(runs.glob("I_seed*/run.json")):
+        used = (Config.fromfile(str(done.parent / "config.py")).get("transfer") or {}).get(
+            "checkpoint")
+        if used and str(used) != ckpt:
+            raise NasdetError(
+                f"{done.parent.name} of this study was fine-tuned from {used}, this "
+                f"invocation would fine-tune from {ckpt}; pass --checkpoint {used} to "
+                "continue the study, or use another --work-dir", key="--checkpoint")
 
 
 def _load(path: str | Path, opts: StudyOptions, extra: dict[str, Any]):
@@ -298,12 +315,13 @@ def run_pretraining_study(opts: StudyOptions, *, report_dir: str | Path | None =
     work_dir.mkdir(parents=True, exist_ok=True)
     _declared_transfer(Path(opts.s_config), ("scratch",), "--s-config")
     ckpt = _i_checkpoint(opts, work_dir, progress)
+    runs = work_dir / "runs"
+    _check_finished_i_runs(runs, ckpt)
     i_cfg = _schedule(_load(opts.i_config, opts, {"transfer.checkpoint": ckpt}), opts.epochs)
     s_cfg = _load(opts.s_config, opts, {})
     factor = float(s_cfg.transfer.get("schedule_factor", 1.0))
     _schedule(s_cfg, opts.epochs, factor)
     cfgs = {"I": i_cfg, "S": s_cfg}
-    runs = work_dir / "runs"
     jobs = [(str(_prepare_run(cfgs[m], runs / f"{m}_seed{s}", s, opts)), m, s)
             for s in opts.seeds for m in ("I", "S")]
     records = _run_all(jobs, opts)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,20 @@ def test_bad_options_fail_before_training(tmp_path, tiny_det_root):
                                            layers=("fpn",)))
     assert err.value.key == "--layers"
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_resumed_study_keeps_its_source_backbone(study, capsys):
+    """The config's checkpoint appearing later must not switch later seeds to it."""
+    opts, summary, tmp = study
+    own = summary["checkpoint"]
+    late = tmp / "missing.pth"  # the I config's checkpoint, absent when the study began
+    shutil.copyfile(own, late)
+    try:
+        again = run_pretraining_study(opts, progress=False)
+        assert again["checkpoint"] == own
+        assert "[study] training" not in capsys.readouterr().out
+        with pytest.raises(NasdetError, match="I_seed0 of this study was fine-tuned") as err:
+            run_pretraining_study(replace(opts, checkpoint=str(late)), progress=False)
+        assert err.value.key == "--checkpoint"
+    finally:
+        late.unlink()
