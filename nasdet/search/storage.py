@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import optuna
@@ -15,6 +16,10 @@ from nasdet.errors import NasdetError
 # with slow shared databases.
 HEARTBEAT_SECONDS = int(os.environ.get("NASDET_HEARTBEAT_SECONDS", "10"))
 GRACE_SECONDS = int(os.environ.get("NASDET_GRACE_SECONDS", "30"))
+
+# What a process meets when another one is creating the same new database's schema at
+# that moment (SQLite, PostgreSQL, MySQL wording); the schema exists on the next try.
+_SCHEMA_RACE = ("already exists", "alembic_version", "duplicate key", "database is locked")
 
 
 def default_storage_url(work_dir: str | Path) -> str:
@@ -45,8 +50,23 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             return optuna.storages.JournalStorage(backend)
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
+        return _rdb_storage(url)
     except Exception as exc:  # SQLAlchemy, drivers and OS errors all end up here
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NasdetError(f"cannot open storage {url!r}: {first}", key="--storage") from None
+
+
+def _rdb_storage(url: str, retries: int = 5) -> optuna.storages.RDBStorage:
+    """``RDBStorage(url)``, retried while another worker creates the same new schema."""
+    def connect() -> optuna.storages.RDBStorage:
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
+
+    for attempt in range(retries):
+        try:
+            return connect()
+        except Exception as exc:
+            if not any(s in str(exc) for s in _SCHEMA_RACE):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    return connect()
