@@ -1,9 +1,11 @@
-"""Write each evaluation's metrics to a JSON file in the work dir."""
+"""Write each evaluation's metrics, and their history, to a JSON file in the work dir."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
@@ -13,17 +15,21 @@ from nasdet.utils.io import atomic_write_json
 
 @HOOKS.register_module()
 class MetricsDumpHook(Hook):
-    """Keep the latest validation/test metrics as ``<work_dir>/<filename>``.
+    """Keep the latest validation/test metrics and every epoch's as ``<work_dir>/<filename>``.
 
-    mmengine logs metrics as text and scalars; searches and reports want them as one
-    small file per run that survives a killed process (the write is atomic).
+    mmengine logs metrics as text and scalars; searches, benchmarks and reports want
+    them as one small file per run that survives a killed process (the write is atomic)
+    and a resume (the history is reloaded and cut at the resumed epoch).
 
     Args:
         filename: Name of the JSON file inside the work dir.
 
-    The file holds ``{"val": {...}, "test": {...}, "epoch", "iter", "time"}``; COCO
-    metrics keep mmdet's names (``coco/bbox_mAP``, ``coco/bbox_mAP_50``: average
-    precision as a fraction in [0, 1], pycocotools' 101-point interpolation).
+    The file holds ``{"val": {...}, "test": {...}, "epoch", "iter", "time", "history",
+    "train_time"}``: ``history`` has one entry per validation (``epoch``, ``iter``,
+    ``metrics``); ``train_time`` one per training epoch (``epoch``, ``seconds``: wall
+    clock of its iterations, ``cpu_seconds``: CPU time of this process in them, all
+    threads). COCO metrics keep mmdet's names (``coco/bbox_mAP``, ``coco/bbox_mAP_50``:
+    average precision as a fraction in [0, 1], pycocotools' 101-point interpolation).
     """
 
     priority = "LOW"
@@ -31,18 +37,70 @@ class MetricsDumpHook(Hook):
     def __init__(self, filename: str = "metrics.json"):
         self.filename = filename
         self.last: dict[str, dict[str, float]] = {}
+        self.history: list[dict[str, Any]] = []
+        self.train_time: list[dict[str, Any]] = []
+        self._epoch_wall = self._epoch_cpu = 0.0
+        self._iter_start: tuple[float, float] | None = None
+
+    def _path(self, runner) -> Path:
+        return Path(runner.work_dir) / self.filename
+
+    def before_train(self, runner) -> None:
+        """Reload the history of the run this one resumes (cut at its epoch)."""
+        self.history, self.train_time = [], []
+        path = self._path(runner)
+        if runner.iter == 0 or not path.is_file():
+            return
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # a damaged file: the resumed run starts a new history
+        epoch = runner.epoch
+        self.history = [h for h in old.get("history", []) if int(h["epoch"]) <= epoch]
+        self.train_time = [t for t in old.get("train_time", []) if int(t["epoch"]) <= epoch]
+        if self.history:
+            self.last["val"] = dict(self.history[-1]["metrics"])
+
+    def before_train_epoch(self, runner) -> None:
+        self._epoch_wall = self._epoch_cpu = 0.0
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
+        self._iter_start = (time.perf_counter(), time.process_time())
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
+                         outputs: Any = None) -> None:
+        if self._iter_start is not None:
+            wall, cpu = self._iter_start
+            self._epoch_wall += time.perf_counter() - wall
+            self._epoch_cpu += time.process_time() - cpu
+            self._iter_start = None
+
+    def after_train_epoch(self, runner) -> None:
+        self.train_time.append({"epoch": runner.epoch + 1, "seconds": self._epoch_wall,
+                                "cpu_seconds": self._epoch_cpu})
+        self._write(runner)
+
+    def _write(self, runner) -> None:
+        atomic_write_json(self._path(runner), {
+            **self.last,
+            "epoch": runner.epoch,
+            "iter": runner.iter,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "history": self.history,
+            "train_time": self.train_time,
+            "units": "COCO AP/AR as fractions in [0, 1] (pycocotools); train_time: "
+                     "seconds of one training epoch's iterations (wall clock, and CPU "
+                     "time of this process over all its threads)",
+        })
 
     def _dump(self, runner, split: str, metrics: dict | None) -> None:
         if not metrics:
             return
         self.last[split] = {k: float(v) for k, v in metrics.items()}
-        atomic_write_json(Path(runner.work_dir) / self.filename, {
-            **self.last,
-            "epoch": runner.epoch,
-            "iter": runner.iter,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "units": "COCO AP/AR as fractions in [0, 1] (pycocotools)",
-        })
+        if split == "val":
+            entry = {"epoch": runner.epoch, "iter": runner.iter, "metrics": self.last[split]}
+            self.history = [h for h in self.history if h["epoch"] != runner.epoch] + [entry]
+        self._write(runner)
 
     def after_val_epoch(self, runner, metrics: dict | None = None) -> None:
         self._dump(runner, "val", metrics)

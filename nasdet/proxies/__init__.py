@@ -20,11 +20,17 @@ synflow       eval     features  Tanaka et al., NeurIPS 2020
 naswot        train    features  Mellor et al., ICML 2021
 zen           train    features  Lin et al., ICCV 2021
 maedet        eval     features  Sun et al., ICML 2022
+meco          train    features  Jiang et al., NeurIPS 2023
+zico          train    loss      Li et al., ICLR 2023
+azns_*        train    features  Lee and Ham, CVPR 2024 (expressivity, progressivity,
+                                 trainability)
 ============  =======  ========  =====================================================
 
 Intrinsic-dimensionality proxies (eigenspectrum of the feature covariance, built on
 :mod:`nasdet.spectrum`; see :mod:`nasdet.proxies.intrinsic_dim`): ``id_sum``,
-``id_mean``, ``id_util``, ``spectrum_entropy`` and ``id_trained``.
+``id_mean``, ``id_util``, ``spectrum_entropy`` and ``id_trained``; variants that
+separate the spectrum's shape from the width (:mod:`nasdet.proxies.id_variants`):
+``id_width_norm``, ``id_gauss_rel`` and ``id_dynamics``.
 
 A new proxy::
 
@@ -47,6 +53,7 @@ from nasdet.proxies.adapters import (
     flatten_tensors,
     sum_losses,
 )
+from nasdet.proxies.azns import AZNASExpressivity, AZNASProgressivity, AZNASTrainability
 from nasdet.proxies.base import (
     PROXIES,
     Proxy,
@@ -59,6 +66,7 @@ from nasdet.proxies.base import (
 # Importing the definitions registers them.
 from nasdet.proxies.cost import MACs, Params, count_macs_hooks, count_macs_mmengine
 from nasdet.proxies.gradient import GradNorm, Snip, loss_gradients
+from nasdet.proxies.id_variants import IDDynamics, IDGaussRel, IDWidthNorm
 from nasdet.proxies.intrinsic_dim import (
     IDMean,
     IDSum,
@@ -68,18 +76,27 @@ from nasdet.proxies.intrinsic_dim import (
     layer_spectra,
 )
 from nasdet.proxies.maedet import MAEDet
+from nasdet.proxies.meco import MeCo
 from nasdet.proxies.naswot import NASWOT, hamming_kernel
 from nasdet.proxies.synflow import SynFlow
 from nasdet.proxies.zen import Zen
+from nasdet.proxies.zico import ZiCo
 
 __all__ = [
+    "AZNASExpressivity",
+    "AZNASProgressivity",
+    "AZNASTrainability",
+    "IDDynamics",
+    "IDGaussRel",
     "IDMean",
     "IDSum",
     "IDTrained",
     "IDUtilisation",
+    "IDWidthNorm",
     "MACs",
     "MAEDet",
     "MMDetAdapter",
+    "MeCo",
     "ModelAdapter",
     "NASWOT",
     "PROXIES",
@@ -92,6 +109,7 @@ __all__ = [
     "SynFlow",
     "TorchAdapter",
     "Zen",
+    "ZiCo",
     "compute_proxies",
     "count_macs_hooks",
     "count_macs_mmengine",

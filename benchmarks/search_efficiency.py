@@ -1,0 +1,184 @@
+"""Search efficiency by replay over a benchmark table: training seconds to the top 5%.
+
+    python benchmarks/search_efficiency.py docs/benchmark/tiny_synth_arch --repeats 50 --workers 2
+
+Replays (no training; see nasdet.benchmark.replay) random search, TPE, TPE with a proxy
+rung for each proxy, TPE with successive halving over epochs (Optuna's
+SuccessiveHalvingPruner, ASHA's rule) and proxy rung + successive halving, each
+``--repeats`` times with other seeds. Prints and writes (``<table>/replay/``):
+training seconds until an architecture of the table's top-5% target is trained, per
+strategy, as a ratio to random search with a 95% bootstrap interval; the regret
+against training seconds as a plot with 95% bands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+_STATE: dict = {}
+
+
+def _init(table: str, target_epoch: int, metric: str) -> None:
+    from nasdet.benchmark.replay import _space_path
+    from nasdet.benchmark.table import load_benchmark
+    from nasdet.space import SearchSpace
+
+    bench = load_benchmark(table)
+    _STATE.update(bench=bench, space=SearchSpace.from_yaml(_space_path(bench)),
+                  target_epoch=target_epoch, metric=metric)
+
+
+def _run(job):
+    from nasdet.benchmark.replay import replay
+
+    strategy, seed = job
+    t = replay(_STATE["bench"], strategy, target_epoch=_STATE["target_epoch"],
+               metric=_STATE["metric"], seed=seed, space=_STATE["space"])
+    return strategy.name, seed, t.seconds, t.best
+
+
+def strategies(proxies: list[str], asha_proxy: str | None):
+    from nasdet.benchmark.replay import Strategy
+
+    out = [Strategy("random"), Strategy("tpe", sampler="tpe"),
+           Strategy("tpe+asha", sampler="tpe", pruner="asha")]
+    out += [Strategy(f"tpe+rung:{p}", sampler="tpe", proxy=p) for p in proxies]
+    if asha_proxy:
+        out.append(Strategy(f"tpe+rung:{asha_proxy}+asha", sampler="tpe", proxy=asha_proxy,
+                            pruner="asha"))
+    return out
+
+
+def _boot_ratio(a: np.ndarray, b: np.ndarray, rng, n: int = 2000) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of mean(a) / mean(b), a and b resampled apart."""
+    ia = rng.integers(0, len(a), (n, len(a)))
+    ib = rng.integers(0, len(b), (n, len(b)))
+    r = a[ia].mean(1) / b[ib].mean(1)
+    return float(np.quantile(r, 0.025)), float(np.quantile(r, 0.975))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("table", help="benchmark directory")
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--metric", default="ap", choices=("ap", "ap50"))
+    parser.add_argument("--target-epoch", type=int, help="default: the analysis' target epoch")
+    parser.add_argument("--proxies", nargs="+",
+                        help="proxies of the rungs (default: the 8 best by tau, ID ones included)")
+    parser.add_argument("--top", type=float, default=0.05, help="top fraction to reach")
+    args = parser.parse_args(argv)
+
+    import multiprocessing as mp
+
+    from nasdet.benchmark.analysis import analyse
+    from nasdet.benchmark.replay import regret_curve
+    from nasdet.benchmark.table import load_benchmark
+    from nasdet.report.plotting import new_figure, save_figure
+    from nasdet.utils.io import atomic_write_json, atomic_write_text
+
+    start = time.perf_counter()
+    bench = load_benchmark(args.table)
+    analysis = analyse(bench, metric=args.metric, n_resamples=200)
+    epoch = args.target_epoch or analysis["target_epoch"]
+    rows = bench.first_seed()
+    target = np.array(bench.target(rows, args.metric, epoch))
+    threshold = float(np.quantile(target, 1 - args.top))
+    optimum = float(target.max())
+    preds = analysis["predictors"]
+    per_arch = {n for r in rows for n in r.get("proxies", {})}
+    ranked = sorted((n for n in preds if n in per_arch and math.isfinite(preds[n]["tau"])),
+                    key=lambda n: -preds[n]["tau"])
+    proxies = args.proxies or ranked[:8]
+    best_proxy = proxies[0] if proxies else None
+    plan = strategies(proxies, best_proxy)
+    jobs = [(s, seed) for s in plan for seed in range(args.repeats)]
+    print(f"[replay] {len(rows)} architectures, target {args.metric.upper()} at epoch {epoch}, "
+          f"top-{args.top:.0%} threshold {threshold:.3f}; {len(plan)} strategies x "
+          f"{args.repeats} repeats", flush=True)
+    initargs = (args.table, epoch, args.metric)
+    if args.workers > 1:
+        with mp.get_context("fork").Pool(args.workers, _init, initargs) as pool:
+            results = pool.map(_run, jobs, chunksize=4)
+    else:
+        _init(*initargs)
+        results = [_run(j) for j in jobs]
+    traces: dict[str, list] = {}
+    for name, _, seconds, best in results:
+        traces.setdefault(name, []).append((np.array(seconds), np.array(best)))
+
+    def reach(seconds, best):
+        hit = np.nonzero(best >= threshold)[0]
+        return float(seconds[hit[0]]) if len(hit) else math.inf
+
+    rng = np.random.default_rng(0)
+    random_reach = np.array([reach(*t) for t in traces["random"]])
+    table = []
+    for s in plan:
+        r = np.array([reach(*t) for t in traces[s.name]])
+        found = np.isfinite(r)
+        entry = {"strategy": s.name, "repeats": len(r), "reached": int(found.sum()),
+                 "median_seconds": float(np.median(r)) if found.all() else math.inf,
+                 "mean_seconds": float(r.mean()) if found.all() else math.inf}
+        if found.all() and np.isfinite(random_reach).all():
+            entry["ratio_to_random"] = entry["mean_seconds"] / float(random_reach.mean())
+            entry["ratio_ci"] = list(_boot_ratio(r, random_reach, rng))
+        else:
+            entry["ratio_to_random"], entry["ratio_ci"] = math.inf, [math.nan, math.nan]
+        table.append(entry)
+    total = float(sum(sum(r["epoch_cpu_seconds"][:epoch]) for r in rows))
+    grid = np.linspace(0, total, 200)
+    fig, ax = new_figure(f"Replayed searches over {len(rows)} architectures "
+                         f"({args.repeats} repeats)", "training CPU seconds spent",
+                         f"regret ({args.metric.upper()} of the best - best found)")
+    shown = ["random", "tpe", "tpe+asha"] + [s.name for s in plan[3:5]] + [plan[-1].name]
+    for name in dict.fromkeys(shown):
+        reg = regret_curve([_trace(t) for t in traces[name]], grid, optimum)
+        with warnings.catch_warnings():  # before a first trained architecture: no regret yet
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(reg, 0)
+            lo, hi = np.nanquantile(reg, 0.025, 0), np.nanquantile(reg, 0.975, 0)
+        ax.plot(grid, mean, label=name)
+        ax.fill_between(grid, lo, hi, alpha=0.12)
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.legend(fontsize=7)
+    out = Path(args.table) / "replay"
+    save_figure(fig, out / f"regret_{args.metric}.png")
+    lines = [f"# Search efficiency by replay ({args.metric.upper()} at epoch {epoch})", "",
+             f"{len(rows)} architectures of the table, {args.repeats} repeats per strategy "
+             f"(seeds 0-{args.repeats - 1}); goal: train an architecture of the top "
+             f"{args.top:.0%} ({args.metric.upper()} >= {threshold:.3f}); costs are the table's "
+             "training CPU seconds (one thread) plus each rung's proxy seconds. Ratio: mean "
+             "seconds over random search's, 95% bootstrap interval over repeats.", "",
+             f"![regret](regret_{args.metric}.png)", "",
+             "| strategy | reached | median s | mean s | ratio to random [95% CI] |",
+             "|---|---:|---:|---:|---|"]
+    for e in table:
+        ci = e["ratio_ci"]
+        lines.append(f"| {e['strategy']} | {e['reached']}/{e['repeats']} | "
+                     f"{e['median_seconds']:.0f} | {e['mean_seconds']:.0f} | "
+                     f"{e['ratio_to_random']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] |")
+    atomic_write_text(out / f"replay_{args.metric}.md", "\n".join(lines) + "\n")
+    atomic_write_json(out / f"replay_{args.metric}.json", {
+        "target_epoch": epoch, "threshold": threshold, "repeats": args.repeats,
+        "strategies": table, "units": "seconds: training CPU seconds on one thread"})
+    print("\n".join(lines[7:]))
+    print(f"[replay] {time.perf_counter() - start:.0f} s; written to {out}")
+    return 0
+
+
+def _trace(t):
+    from nasdet.benchmark.replay import Trace
+
+    return Trace(seconds=list(t[0]), best=list(t[1]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""What a benchmark table says about proxies: the target, its ceiling, every proxy's rank.
+
+:func:`analyse` picks the target epoch from the test–retest τ of the architectures
+trained with two seeds (the first epoch at which a second training ranks the
+architectures with τ >= :data:`RETEST_GOAL`, else the last), then scores every
+candidate predictor of that target with :func:`nasdet.benchmark.stats.proxy_statistics`:
+
+* every proxy recorded at initialisation (``proxies`` of the rows);
+* the ID the table records during training, normalised by width (``id_per_width``),
+  at initialisation and after epoch 1, averaged over backbone stages and FPN levels;
+* the fidelity baselines every proxy must beat for the same money: AP after epoch 1
+  and 2 of the same run (its cost: those epochs' training seconds);
+* rank aggregates of each ID proxy with log #params (AZ-NAS's way of combining terms).
+
+Costs are the predictor's seconds over the training seconds of one architecture to the
+target epoch (median over architectures), both on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nasdet.benchmark.stats import proxy_statistics, rank_aggregate, test_retest
+from nasdet.benchmark.table import Benchmark, load_benchmark
+
+#: Test–retest τ a target must reach to rank architectures reproducibly.
+RETEST_GOAL = 0.6
+#: Cost ceiling (fraction of training) of a proxy worth computing.
+COST_GOAL = 0.02
+#: Proxies built on the eigenspectrum's ID (for the goal check and the aggregates).
+ID_PROXIES = ("id_sum", "id_mean", "id_util", "id_trained", "id_width_norm", "id_gauss_rel",
+              "id_dynamics", "spectrum_entropy")
+
+
+def _mean_layer(row: dict[str, Any], field: str, index: int) -> float:
+    values = [v[index] for v in row.get(field, {}).values() if len(v) > index]
+    return float(np.mean(values)) if values else math.nan
+
+
+def predictors(rows: list[dict[str, Any]], target_epoch: int) -> dict[str, dict[str, Any]]:
+    """Every candidate predictor: ``{name: {"scores", "seconds", "kind"}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    names = sorted({n for r in rows for n in r.get("proxies", {})})
+    for name in names:
+        out[name] = {
+            "scores": [r.get("proxies", {}).get(name, math.nan) for r in rows],
+            "seconds": [r.get("proxy_seconds", {}).get(name, math.nan) for r in rows],
+            "kind": "id" if name in ID_PROXIES else "proxy"}
+    zero = [0.0] * len(rows)
+    out["table/id_per_width_init"] = {
+        "scores": [_mean_layer(r, "id_per_width", 0) for r in rows], "seconds": zero,
+        "kind": "id", "note": "recorded by the training's ID hook at iteration 0"}
+    for epochs in (1, 2):
+        if target_epoch > epochs:
+            cost = [float(sum(r["epoch_cpu_seconds"][:epochs])) for r in rows]
+            out[f"fidelity/ap_epoch{epochs}"] = {
+                "scores": [r["ap"][epochs - 1] for r in rows], "seconds": cost,
+                "kind": "fidelity"}
+    if target_epoch > 1:
+        out["table/id_per_width_epoch1"] = {
+            "scores": [_mean_layer(r, "id_per_width", 1) for r in rows],
+            "seconds": [float(r["epoch_cpu_seconds"][0]) for r in rows], "kind": "id",
+            "note": "after one training epoch: costs that epoch"}
+    logp = np.log([float(r["n_params"]) for r in rows])
+    for name in [n for n in list(out) if out[n]["kind"] == "id"]:
+        out[f"{name}+log_params"] = {
+            "scores": rank_aggregate(out[name]["scores"], logp).tolist(),
+            "seconds": out[name]["seconds"], "kind": "id+params",
+            "note": "mean rank of the ID term and log #params"}
+    return out
+
+
+def analyse(bench: Benchmark, *, metric: str = "ap", n_resamples: int = 2000,
+            seed: int = 0) -> dict[str, Any]:
+    """The test–retest curve, the target and every predictor's statistics.
+
+    Args:
+        bench: The table.
+        metric: ``ap`` or ``ap50``.
+        n_resamples: Bootstrap resamples of every interval.
+        seed: Seed of the resampling.
+
+    Returns:
+        A JSON-ready dict (``retest``, ``target_epoch``, ``target_reason``,
+        ``predictors``, ``goal``, sizes and units).
+    """
+    epochs = bench.epochs
+    pairs = bench.seed_pairs()
+    retest = []
+    for e in range(1, epochs + 1):
+        r = test_retest([a[metric][e - 1] for a, _ in pairs], [b[metric][e - 1] for _, b in pairs],
+                        n_resamples=n_resamples, seed=seed)
+        retest.append({"epoch": e, **r})
+    reached = [r["epoch"] for r in retest if math.isfinite(r["tau"]) and r["tau"] >= RETEST_GOAL]
+    if reached:
+        target_epoch = reached[0]
+        reason = (f"the first epoch whose test-retest tau reaches {RETEST_GOAL} "
+                  f"({retest[target_epoch - 1]['tau']:.2f} over {len(pairs)} pairs)")
+    else:
+        target_epoch = epochs
+        best = max((r for r in retest if math.isfinite(r["tau"])), key=lambda r: r["tau"],
+                   default=None)
+        reason = (f"no epoch reaches test-retest tau {RETEST_GOAL} over {len(pairs)} pairs "
+                  f"(best: {best['tau']:.2f} at epoch {best['epoch']}); the last epoch is used"
+                  if best else "no architecture trained twice yet; the last epoch is used")
+    rows = bench.first_seed()
+    target = bench.target(rows, metric, target_epoch)
+    ceiling = retest[target_epoch - 1] if retest else None
+    n_params = [float(r["n_params"]) for r in rows]
+    macs = [float(r["macs"]) for r in rows]
+    train_cost = np.array([float(sum(r["epoch_cpu_seconds"][:target_epoch])) for r in rows])
+    results = {}
+    for name, p in predictors(rows, target_epoch).items():
+        st = proxy_statistics(p["scores"], target, n_params=n_params, macs=macs,
+                              ceiling=ceiling, n_resamples=n_resamples, seed=seed)
+        cost = np.asarray(p["seconds"], dtype=float) / train_cost
+        st["cost_fraction"] = float(np.nanmedian(cost)) if np.isfinite(cost).any() else math.nan
+        st["kind"] = p["kind"]
+        st["note"] = p.get("note")
+        results[name] = st
+    goal = _goal(results)
+    return {"metric": metric, "epochs": epochs, "architectures": len(rows),
+            "rows": len(bench.rows), "seed_pairs": len(pairs), "retest": retest,
+            "target_epoch": target_epoch, "target_reason": reason,
+            "target_range": [float(min(target)), float(max(target))] if target else None,
+            "predictors": results, "goal": goal, "meta": bench.meta,
+            "units": {"tau": "Kendall tau-b", "rho": "Spearman rho",
+                      "cost_fraction": "predictor seconds / training seconds to the target "
+                                       "epoch, median over architectures (one CPU thread)",
+                      "intervals": "95% BCa bootstrap over architectures"}}
+
+
+def _goal(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Does an ID-based predictor beat #params and MACs (paired, 95%) under 2% cost?"""
+    passing, widths = [], []
+    for name, st in results.items():
+        if not st["kind"].startswith("id"):
+            continue
+        lo_p, lo_m = st["delta_tau_params_ci"][0], st["delta_tau_macs_ci"][0]
+        widths.append((st["tau_ci"][1] - st["tau_ci"][0]) / 2)
+        if lo_p > 0 and lo_m > 0 and st["cost_fraction"] < COST_GOAL:
+            passing.append(name)
+    half = float(np.nanmax(widths)) if widths else math.nan
+    return {"passing": passing, "max_tau_half_width": half,
+            "decisive": bool(passing) or (math.isfinite(half) and half <= 0.1),
+            "rule": "an ID-based predictor whose paired delta tau over #params and over MACs "
+                    f"has a 95% interval above 0 at under {COST_GOAL:.0%} of the training cost; "
+                    "'none' is a finding only when every ID interval's half-width <= 0.1"}
+
+
+def report(directory: str | Path, *, metric: str = "ap", n_resamples: int = 2000) -> Path:
+    """Analyse the benchmark in ``directory`` and write ``report/`` (Markdown, JSON, plots)."""
+    from nasdet.report.benchmark_report import write_benchmark_report
+    from nasdet.utils.io import atomic_write_json
+
+    bench = load_benchmark(directory)
+    result = analyse(bench, metric=metric, n_resamples=n_resamples)
+    out = Path(directory) / "report"
+    atomic_write_json(out / f"analysis_{metric}.json", result)
+    return write_benchmark_report(result, out, bench_rows=bench.first_seed())

@@ -1,0 +1,127 @@
+"""The benchmark report: test–retest curve, predictor table with paired intervals, plots."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from nasdet.report.plotting import new_figure, save_figure
+from nasdet.utils.io import atomic_write_text
+
+
+def _ci(v: list[float]) -> str:
+    return "[n/a]" if not all(math.isfinite(x) for x in v) else f"[{v[0]:+.2f}, {v[1]:+.2f}]"
+
+
+def _num(v: float, fmt: str = "+.2f") -> str:
+    return "n/a" if v is None or not math.isfinite(v) else format(v, fmt)
+
+
+def plot_retest(result: dict[str, Any], path: Path) -> Path:
+    """Test–retest Kendall τ of the seed pairs after each epoch, with its interval."""
+    fig, ax = new_figure(f"Test-retest tau of {result['metric'].upper()} "
+                         f"({result['seed_pairs']} architectures x 2 seeds)",
+                         "training epoch", "Kendall tau between seeds")
+    pts = [r for r in result["retest"] if math.isfinite(r["tau"])]
+    if pts:
+        e = [r["epoch"] for r in pts]
+        ax.plot(e, [r["tau"] for r in pts], marker="o", label="tau")
+        lo = [r["tau_ci"][0] for r in pts]
+        hi = [r["tau_ci"][1] for r in pts]
+        ax.fill_between(e, lo, hi, alpha=0.2, label="95% BCa interval")
+    ax.axhline(0.6, color="k", ls="--", lw=1, label="goal 0.6")
+    ax.axvline(result["target_epoch"], color="C3", ls=":", lw=1, label="target epoch")
+    ax.set_ylim(-0.2, 1.0)
+    ax.legend(loc="lower right")
+    return save_figure(fig, path)
+
+
+def plot_forest(result: dict[str, Any], path: Path, key: str, xlabel: str) -> Path:
+    """Each predictor's statistic ``key`` with its interval, sorted."""
+    items = [(n, s) for n, s in result["predictors"].items() if math.isfinite(s[key])]
+    items.sort(key=lambda t: t[1][key])
+    fig, ax = new_figure(f"{xlabel} against {result['metric'].upper()} at epoch "
+                         f"{result['target_epoch']} ({result['architectures']} architectures)",
+                         xlabel, "predictor", size=(7, max(3.0, 0.28 * len(items) + 1)))
+    for i, (_, s) in enumerate(items):
+        lo, hi = s[f"{key}_ci"]
+        colour = {"fidelity": "C2", "id": "C0", "id+params": "C4"}.get(s["kind"], "C7")
+        ax.plot([lo, hi], [i, i], color=colour, lw=2)
+        ax.plot([s[key]], [i], "o", color=colour)
+    ax.set_yticks(range(len(items)))
+    ax.set_yticklabels([n for n, _ in items], fontsize=7)
+    ax.axvline(0.0, color="k", lw=1)
+    return save_figure(fig, path)
+
+
+def write_benchmark_report(result: dict[str, Any], out_dir: str | Path, *,
+                           bench_rows: list[dict[str, Any]] | None = None) -> Path:
+    """Write ``report.md`` and its plots from :func:`nasdet.benchmark.analysis.analyse`.
+
+    Args:
+        result: The analysis.
+        out_dir: The report directory.
+        bench_rows: The rows analysed (for the table's size and cost summary).
+
+    Returns:
+        Path of ``report.md``.
+    """
+    out = Path(out_dir)
+    metric = result["metric"]
+    plot_retest(result, out / f"retest_{metric}.png")
+    plot_forest(result, out / f"tau_{metric}.png", "tau", "Kendall tau")
+    plot_forest(result, out / f"delta_tau_params_{metric}.png", "delta_tau_params",
+                "paired delta tau vs #params")
+    meta = result.get("meta", {})
+    lines = [f"# Tabular benchmark: {Path(str(meta.get('space', '?'))).name}", ""]
+    goal = result["goal"]
+    verdict = (f"**Goal met** by {', '.join(goal['passing'])}." if goal["passing"] else
+               "**Goal not met**: no ID-based predictor beats both #params and MACs with a "
+               "paired 95% interval above 0 at under 2% of the training cost"
+               + ("; every ID interval is tight enough (half-width <= 0.1) for this to be a "
+                  "finding." if goal["decisive"] else
+                  f"; the intervals are still too wide to call it (largest tau half-width "
+                  f"{goal['max_tau_half_width']:.2f} > 0.1): more architectures are needed."))
+    lines += [verdict, "",
+              f"{result['architectures']} architectures ({result['rows']} trainings, "
+              f"{result['seed_pairs']} architectures with a second seed), "
+              f"{meta.get('epochs')} epochs each, overrides {meta.get('cfg_options', {})}. "
+              f"Target: {metric.upper()} after epoch {result['target_epoch']}: "
+              f"{result['target_reason']}."]
+    if result.get("target_range"):
+        lo, hi = result["target_range"]
+        lines.append(f"Target range over architectures: {lo:.3f}-{hi:.3f}.")
+    if bench_rows:
+        secs = sorted(sum(r["epoch_cpu_seconds"][:result["target_epoch"]]) for r in bench_rows)
+        lines.append(f"Training to the target epoch: median {secs[len(secs) // 2]:.0f} CPU s "
+                     f"per architecture (one thread; {secs[0]:.0f}-{secs[-1]:.0f}).")
+    lines += ["", "## Test-retest (the ceiling of any predictor)", "",
+              f"![test-retest](retest_{metric}.png)", "",
+              "| epoch | tau | 95% CI | pairs |", "|---:|---:|---|---:|"]
+    for r in result["retest"]:
+        lines.append(f"| {r['epoch']} | {_num(r['tau'], '.2f')} | {_ci(r['tau_ci'])} | {r['n']} |")
+    lines += ["", f"## Predictors against {metric.upper()} at epoch {result['target_epoch']}", "",
+              "Intervals: 95% BCa bootstrap over architectures; delta tau is paired (the same "
+              "resamples for the predictor and #params / MACs); partial tau is given log "
+              "#params; cost = predictor seconds / training seconds to the target epoch.", "",
+              f"![tau](tau_{metric}.png) ![delta](delta_tau_params_{metric}.png)", "",
+              "| predictor | kind | n | tau [95% CI] | rho [95% CI] | delta tau vs #params | "
+              "delta tau vs MACs | partial tau (log #params) | top-10% recall | tau / ceiling | "
+              "cost |", "|---|---|---:|---|---|---|---|---|---:|---:|---:|"]
+    ordered = sorted(result["predictors"].items(),
+                     key=lambda t: -t[1]["tau"] if math.isfinite(t[1]["tau"]) else math.inf)
+    for name, s in ordered:
+        lines.append(
+            f"| {name} | {s['kind']} | {s['n']} | {_num(s['tau'])} {_ci(s['tau_ci'])} | "
+            f"{_num(s['rho'])} {_ci(s['rho_ci'])} | {_num(s['delta_tau_params'])} "
+            f"{_ci(s['delta_tau_params_ci'])} | {_num(s['delta_tau_macs'])} "
+            f"{_ci(s['delta_tau_macs_ci'])} | {_num(s['partial_tau_params'])} "
+            f"{_ci(s['partial_tau_params_ci'])} | {_num(s['top_recall'], '.2f')} | "
+            f"{_num(s['tau_over_ceiling'], '.2f')} | {_num(100 * s['cost_fraction'], '.2f')}% |")
+    notes = sorted({f"{n}: {s['note']}" for n, s in result["predictors"].items() if s.get("note")
+                    and not n.endswith("+log_params")})
+    if notes:
+        lines += ["", "Notes: " + "; ".join(notes) + "."]
+    lines += ["", f"Rule of the goal: {goal['rule']}.", ""]
+    return atomic_write_text(out / "report.md", "\n".join(lines))

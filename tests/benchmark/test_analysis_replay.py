@@ -1,0 +1,82 @@
+"""Analysis of a table (target epoch, predictors, goal) and replayed searches over it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from nasdet.benchmark.analysis import analyse, report
+from nasdet.benchmark.replay import Strategy, TableObjective, regret_curve, replay, seconds_to_reach
+from nasdet.benchmark.table import load_benchmark
+
+
+def test_analysis_ranks_an_oracle_first_and_an_anti_proxy_last(synthetic_table):
+    result = analyse(load_benchmark(synthetic_table), n_resamples=300)
+    preds = result["predictors"]
+    # Seed noise 0.01 on qualities spread over 0.1-0.4: the ranking reproduces at once.
+    assert result["target_epoch"] == 1 and result["retest"][0]["tau"] > 0.6
+    assert preds["oracle"]["tau"] > 0.8 and preds["oracle"]["delta_tau_params_ci"][0] > 0
+    assert preds["anti"]["tau"] < -0.8
+    assert abs(preds["random"]["tau"]) < 0.35
+    # The fidelity baselines need a later target epoch than their own.
+    assert not any(n.startswith("fidelity/") for n in preds)
+    assert preds["oracle"]["cost_fraction"] == pytest.approx(0.1 / 10.0)
+    assert "oracle" not in result["goal"]["passing"]  # not an ID proxy
+
+
+def test_report_writes_markdown_and_plots(synthetic_table):
+    path = report(synthetic_table, n_resamples=200)
+    text = path.read_text()
+    assert "Test-retest" in text and "| oracle | proxy |" in text
+    for png in ("retest_ap.png", "tau_ap.png", "delta_tau_params_ap.png"):
+        assert (path.parent / png).stat().st_size > 1000
+
+
+def test_nearest_row_of_its_own_params_is_itself(synthetic_table):
+    bench = load_benchmark(synthetic_table)
+    rows = bench.first_seed()
+    obj = TableObjective(bench, rows, 6)
+    for i in (0, 7, 39):
+        assert obj.nearest(rows[i]["params"], set()) == i
+    assert obj.nearest(rows[7]["params"], {7}) != 7
+
+
+def test_random_replay_visits_every_architecture_once(synthetic_table):
+    bench = load_benchmark(synthetic_table)
+    trace = replay(bench, Strategy("random"), target_epoch=6, seed=3)
+    assert sorted(trace.trained) == list(range(40))
+    assert trace.seconds[-1] == pytest.approx(40 * 6 * 10.0)
+    best = max(r["ap"][5] for r in bench.first_seed())
+    assert trace.best[-1] == best
+    assert np.all(np.diff(trace.best) >= 0)
+
+
+def test_asha_and_an_oracle_rung_save_training(synthetic_table):
+    bench = load_benchmark(synthetic_table)
+    rows = bench.first_seed()
+    top = np.quantile([r["ap"][5] for r in rows], 0.95)
+
+    def mean_seconds(strategy):
+        out = [seconds_to_reach(replay(bench, strategy, target_epoch=6, seed=s), top)
+               for s in range(8)]
+        assert all(math.isfinite(v) for v in out)
+        return float(np.mean(out))
+
+    random = mean_seconds(Strategy("random"))
+    asha = replay(bench, Strategy("asha", pruner="asha"), target_epoch=6, seed=0)
+    assert asha.seconds[-1] < 40 * 60 * 0.7  # most architectures stop at an early rung
+    oracle = mean_seconds(Strategy("oracle rung", proxy="oracle", proxy_keep=0.2))
+    assert oracle < random
+    anti = replay(bench, Strategy("anti rung", proxy="anti", proxy_keep=0.2), target_epoch=6)
+    assert len(anti.trained) < 40  # the rung stopped most before training
+
+
+def test_tpe_replay_learns_from_the_table(synthetic_table):
+    bench = load_benchmark(synthetic_table)
+    trace = replay(bench, Strategy("tpe", sampler="tpe"), target_epoch=6, n_trials=20, seed=0)
+    assert len(trace.trained) == 20 == len(set(trace.trained))
+    grid = np.array([0.0, 600.0, 1200.0])
+    regret = regret_curve([trace], grid, optimum=max(r["ap"][5] for r in bench.first_seed()))
+    assert np.isnan(regret[0, 0]) and regret[0, 2] <= regret[0, 1]

@@ -1,0 +1,76 @@
+"""Building a table for real: train, record every epoch, resume mid-job, claim, rescore."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nasdet.benchmark.build import BenchmarkPlan, build_benchmark, claim, rescore
+from nasdet.benchmark.table import load_benchmark
+from nasdet.errors import NasdetError
+from tests.benchmark.conftest import SPACE
+
+FAST = (  # every architecture: 2-image batches, 4 training images, no LR schedule
+    ("param_scheduler", []),
+    ("train_dataloader.batch_size", 2),
+    ("train_dataloader.dataset.indices", 4),
+    ("val_dataloader.batch_size", 4),
+)
+
+
+def _plan(root, **kw) -> BenchmarkPlan:
+    args = dict(space=str(SPACE), num_archs=1, repeats=0, epochs=2, probe_images=2,
+                spectrum_images=2, cfg_options=FAST, data_root=str(root))
+    return BenchmarkPlan(**{**args, **kw})
+
+
+@pytest.mark.slow
+def test_a_job_resumed_mid_training_records_every_epoch_once(tmp_path, tiny_det_root):
+    out, work = tmp_path / "table", tmp_path / "jobs"
+    lines: list[str] = []
+    # A worker killed after epoch 1 of 2: its job's train dir holds epoch 1.
+    from nasdet.benchmark.build import job_config, sample_architectures
+    from nasdet.space import SearchSpace
+    from nasdet.train import train
+
+    space = SearchSpace.from_yaml(SPACE)
+    plan = _plan(tiny_det_root)
+
+    params = sample_architectures(space, 1)[0]
+    cfg = job_config(space, params, 0, plan, work / "a000_s0")
+    cfg.train_cfg.max_epochs = 1
+    train(cfg)
+    first_epoch = json.loads((work / "a000_s0/train/metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in first_epoch] == [1]
+
+    assert build_benchmark(plan, out, work, log=lines.append) == 1
+    assert not (work / "a000_s0" / "train").exists()  # finished jobs keep no checkpoints
+    bench = load_benchmark(out)
+    (row,) = bench.rows
+    assert len(row["ap"]) == len(row["ap50"]) == len(row["epoch_cpu_seconds"]) == 2
+    # Epoch 1 was not retrained: its record is the killed run's.
+    assert row["ap"][0] == max(0.0, first_epoch[0]["metrics"]["coco/bbox_mAP"])
+    assert set(row["id"]) >= {"backbone.layer1", "backbone.layer4", "neck.0"}
+    assert all(len(v) == 3 for v in row["id"].values())  # init, epoch 1, epoch 2
+    assert row["train_cpu_seconds"] == pytest.approx(sum(row["epoch_cpu_seconds"]))
+    assert row["proxies"] == {}
+    assert any("AP" in line and "1/1 rows" in line for line in lines)
+    # Nothing left to do: a rerun trains nothing.
+    assert build_benchmark(plan, out, work, log=lines.append) == 0
+
+    assert rescore(plan, out, work, names=["params", "id_mean"], log=lines.append) == 1
+    (row,) = load_benchmark(out).rows
+    assert set(row["proxies"]) == {"params", "id_mean"} and row["proxies"]["params"] > 1e6
+    assert rescore(plan, out, work, names=["params"], log=lines.append) == 0
+
+    with pytest.raises(NasdetError, match="epochs=2"):
+        build_benchmark(_plan(tiny_det_root, epochs=3), out, work)
+
+
+def test_a_claimed_job_is_not_taken_twice(tmp_path):
+    with claim(tmp_path, "a000_s0") as first:
+        with claim(tmp_path, "a000_s0") as second:
+            assert first and not second
+    with claim(tmp_path, "a000_s0") as again:
+        assert again  # released with its holder
