@@ -8,6 +8,7 @@ mmengine's own checkpoints (see :mod:`nasdet.utils.checkpoint`).
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,21 @@ def _resume_path(cfg: Config, resume: bool | str) -> str | None:
     return str(resume)
 
 
+_RUNS = itertools.count()
+
+
+def _fresh_visualizer(cfg: Config) -> None:
+    """Give this run its own visualizer.
+
+    mmengine builds visualizers through ``get_instance(name)``: a second Runner in the
+    same process (the next trial of a search, the next job of a benchmark) would get the
+    first one's, and write its scalars into the first run's directory.
+    """
+    vis = cfg.get("visualizer")
+    if isinstance(vis, dict):
+        vis["name"] = f"{vis.get('name', 'visualizer')}_run{next(_RUNS)}"
+
+
 def build_runner(
     cfg: Config,
     *,
@@ -76,6 +92,7 @@ def build_runner(
         cfg.resume, cfg.load_from = True, ckpt
     elif resume:
         cfg.resume = False  # 'auto' with nothing to resume: a fresh run
+    _fresh_visualizer(cfg)
     hooks = list(cfg.get("custom_hooks") or [])
     if not any(h.get("type") == "MetricsDumpHook" for h in hooks):
         cfg.custom_hooks = [*hooks, dict(type="MetricsDumpHook")]
