@@ -68,14 +68,20 @@ def main(argv: list[str] | None = None) -> int:
     from nasdet.report.spectrum_report import format_spectrum_table, write_spectrum_report
     from nasdet.spectrum import DEFAULT_REL_LAMBDA
     from nasdet.train import load_config
+    from nasdet.train.checks import check_output_dir
     from nasdet.train.spectrum import analyze_checkpoints
+    from nasdet.utils.checkpoint import check_checkpoint_file
 
     checkpoints = [None if c == INIT else c for c in args.checkpoints] or [None]
+    for ckpt in checkpoints:
+        if ckpt is not None:
+            check_checkpoint_file(ckpt, key="CKPT")
     if args.labels is not None and len(args.labels) != len(checkpoints):
         raise NasdetError(f"{len(args.labels)} labels for {len(checkpoints)} checkpoints "
                           "(no CKPT counts as one: the initialisation)", key="--labels")
     cfg = load_config(args.config, cfg_options=args.cfg_options, work_dir=args.work_dir)
     out = Path(args.out) if args.out else Path(cfg.work_dir) / "spectrum"
+    check_output_dir(out, key="--out" if args.out else "--work-dir")
     result = analyze_checkpoints(
         cfg, checkpoints, layers=args.layers, num_images=args.num_images,
         batch_size=args.batch_size, split=args.split, stride=args.stride,

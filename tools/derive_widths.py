@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     if out.suffix != ".py":
         raise NasdetError("the derived config is written as a Python config: use a .py file",
                           file=out, key="--out")
+    if out.is_dir():
+        raise NasdetError("is a directory: name the .py file to write", file=out, key="--out")
+    from nasdet.train.checks import check_output_dir
+
+    check_output_dir(out.parent, key="--out", what="folder of the derived config")
     cfg = load_config(args.config, cfg_options=args.cfg_options, work_dir=args.work_dir)
     size = tuple(args.input_size) if args.input_size else config_input_size(cfg)
     derived, p = derive_config(

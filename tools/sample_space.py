@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.num < 1:
         parser.error("--num must be at least 1")
+    if args.out:
+        from nasdet.train.checks import check_output_dir
+
+        check_output_dir(args.out, key="--out")
 
     import optuna
 

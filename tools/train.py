@@ -23,11 +23,23 @@ def main(argv: list[str] | None = None) -> int:
         help="resume from CHECKPOINT, or from the latest in the work dir if none is given")
     parser.add_argument("--amp", action="store_true", help="automatic mixed precision (CUDA)")
     args = parser.parse_args(argv)
+    if args.resume not in (None, "auto"):  # before any work dir is made
+        from nasdet.utils.checkpoint import check_checkpoint_file
 
-    from nasdet.train import load_config, train
+        check_checkpoint_file(args.resume, key="--resume")
+
+    from nasdet.train import build_runner, load_config, prepare_data
+    from nasdet.train.runner import _read_metrics as read_metrics
+    from nasdet.utils.output import output_to_folder_log
 
     cfg = load_config(args.config, cfg_options=args.cfg_options, work_dir=args.work_dir)
-    metrics = train(cfg, resume=args.resume or False, amp=args.amp)
+    prepare_data(cfg)  # a first run generates the synthetic data: its progress is shown
+    # Building prints the environment, the config and the hook table (all in the work
+    # dir's log file too): kept off the terminal, so an error is its one line.
+    with output_to_folder_log(cfg.work_dir, "build.log"):
+        runner = build_runner(cfg, resume=args.resume or False, amp=args.amp)
+    runner.train()
+    metrics = read_metrics(cfg.work_dir, "val")
     if metrics:
         print("final validation metrics (COCO AP as fractions, pycocotools):")
         for key, value in metrics.items():

@@ -1,16 +1,22 @@
-# Transfer strategy `freeze`: `finetune` with the stem and the first k stages frozen
-# (frozen_stages=k). k=4 makes a ResNet backbone a fixed pretrained feature extractor;
-# the neck and heads train.
-#
-#   cfg = apply_transfer(base_cfg, 'freeze', checkpoint=CKPT, k=2)
+# Transfer strategy `freeze`, written in full on the tiny detector: `finetune` with the
+# stem and the first k stages frozen (frozen_stages=k). k=4 makes the backbone a fixed
+# pretrained feature extractor; the neck and heads train. A plain mmengine config.
+#   python tools/train.py configs/transfer/freeze.py
+#   cfg = apply_transfer(base_cfg, 'freeze', checkpoint=CKPT, k=2)   # on another base
+_base_ = '../tiny_faster_rcnn_synth.py'
+model = dict(
+    backbone=dict(
+        init_cfg=dict(_delete_=True, type='Pretrained',
+                      checkpoint='work_dirs/pretrain/backbone.pth'),
+        frozen_stages=4,
+        norm_eval=True))
+optim_wrapper = dict(optimizer=dict(lr=0.02))  # fine-tuning lr (see finetune.py)
+# Record of the strategy (never re-applied); what trains is the keys above.
 transfer = dict(
     type='freeze',
+    fragment='configs/transfer/freeze.py',
+    checkpoint='work_dirs/pretrain/backbone.pth',
     k=4,               # frozen stages (0: stem only)
     norm_eval=True,
     prefix=None,
-)
-# Static part, merged as is: mmdet's fine-tuning learning rate for batch 16. A base tuned
-# for training from scratch may use more (the tiny detectors' 0.06), at which a detector
-# started from pretrained weights diverges (measured: loss_cls ~40, AP 0.000 after 8
-# epochs; 0.02: AP 0.115).
-optim_wrapper = dict(optimizer=dict(lr=0.02))
+    lr=0.02)

@@ -140,12 +140,12 @@ def make_classification_dataset(
     root = Path(root)
     if _store.is_complete(root, KIND, spec.to_dict()):
         return root
-    from tqdm import tqdm
+    from nasdet.utils.progress import progress as progress_bar
 
     per_split = (spec.num_train_per_class, spec.num_val_per_class)
     with (
         _store.building(root, KIND, spec.to_dict()) as tmp,
-        tqdm(
+        progress_bar(
             total=sum(per_split) * spec.num_classes,
             desc=f"classification dataset {root.name}",
             unit="img",

@@ -274,12 +274,12 @@ def make_detection_dataset(
     root = Path(root)
     if _store.is_complete(root, KIND, spec.to_dict()):
         return root
-    from tqdm import tqdm
+    from nasdet.utils.progress import progress as progress_bar
 
     stats: dict[str, Any] = {}
     with (
         _store.building(root, KIND, spec.to_dict()) as tmp,
-        tqdm(
+        progress_bar(
             total=spec.num_train + spec.num_val,
             desc=f"detection dataset {root.name}",
             unit="img",

@@ -1,7 +1,19 @@
-"""The report of a search: trials table, Pareto front, best configs, plots.
+"""The report of a search: headline, trials table, Pareto front, best configs, plots.
 
 Works from backend-neutral rows (one dict per trial, as the Optuna and Ray drivers
-produce them), so both backends get the same report.
+produce them), so both backends get the same report. The report opens with the
+headline, the three questions a search answers, from the fully trained trials (state
+COMPLETE: every stage ran; pruned trials stopped after a shorter training and are not
+compared with them):
+
+* (a) the best searched candidate at no more MACs than the base (the trial the search
+  config enqueued as ``base``, column ``enqueued_as``) against the base;
+* (b) fine-tuning vs scratch: the best trial of each transfer strategy (``param/transfer``)
+  or, when the trained trials do not cover both, the base architecture trained both ways
+  (enqueued trials named ``base...``);
+* (c) the ID per layer of the trained models of (a)'s candidate and of the base
+  (``<trial_dir>/train/eigenspectrum_history.json``, last entry; the ID at
+  initialisation from ``spectrum.json`` when a trial has no trained measurement).
 """
 
 from __future__ import annotations
@@ -24,6 +36,12 @@ UNITS = {
     "params": "trainable parameters (count, shared counted once)",
     "macs": "multiply-accumulates per image at the space's input size (count)",
 }
+
+
+#: Row column naming a trial run from the search config's ``enqueue`` list.
+ENQUEUED = "enqueued_as"
+#: The ``enqueue`` name of the reference candidate of the headline.
+BASE_NAME = "base"
 
 
 def _complete(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -130,6 +148,7 @@ def write_search_report(
             shutil.copyfile(src, dst)
             exported.append(dst.name)
 
+    head = headline(rows, objectives)
     plots = {
         "history": _plot_history(rows, main_metric, main_dir, out / "history.png"),
         "pareto": _plot_pareto(complete, front, front_objs, out / "pareto.png"),
@@ -149,6 +168,8 @@ def write_search_report(
     text = [f"# {title}", ""]
     text.append(f"{len(rows)} trials: " + ", ".join(f"{v} {k.lower()}" for k, v in states.items())
                 + (f"; {elapsed_s / 60:.1f} min wall-clock." if elapsed_s else "."))
+    id_plot = _plot_id_base_best(head["id"], out / "id_base_vs_best.png")
+    text += ["", *headline_markdown(head, main_metric, id_plot)]
     text += ["", "## Best candidates", "",
              _markdown_table(ranked[: max(top_k, 5)], head_cols) if ranked else "_no finished trial_",
              "", "Units: " + "; ".join(f"`{k}`: {v}" for k, v in UNITS.items()) + "; "
@@ -179,8 +200,278 @@ def write_search_report(
     text += ["Files: `trials.csv` (every trial), `pareto.csv`, `summary.json`.", ""]
     atomic_write_json(out / "summary.json", {
         "title": title, "objectives": objectives, "states": states, "elapsed_s": elapsed_s,
-        "best": ranked[:top_k], "pareto": front, "units": UNITS})
+        "headline": _headline_summary(head), "best": ranked[:top_k], "pareto": front,
+        "units": UNITS})
     return atomic_write_text(out / "report.md", "\n".join(text))
+
+
+# -- headline --------------------------------------------------------------------------
+def _better(a: float, b: float, direction: str) -> bool:
+    return a > b if direction == "maximize" else a < b
+
+
+def _best(rows: list[dict[str, Any]], metric: str, direction: str) -> dict[str, Any] | None:
+    ranked = _best_first(rows, metric, direction)
+    return ranked[0] if ranked else None
+
+
+def trained_rows(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Fully trained trials (every stage ran) that have ``metric``."""
+    return [r for r in _complete(rows) if r.get(metric) is not None]
+
+
+def _is_base(row: dict[str, Any]) -> bool:
+    return row.get(ENQUEUED) == BASE_NAME
+
+
+def _tag(row: dict[str, Any]) -> str:
+    label = f" ({row[ENQUEUED]})" if row.get(ENQUEUED) else ""
+    return f"trial {row['trial']}{label}"
+
+
+def compare_base(rows: list[dict[str, Any]], metric: str, direction: str) -> dict[str, Any]:
+    """(a): the best searched candidate at no more MACs than the base, against the base.
+
+    Args:
+        rows: Every trial's row.
+        metric: The metric compared (the search's first objective).
+        direction: ``maximize`` or ``minimize``.
+
+    Returns:
+        ``base`` (its row or None), ``best`` (the best searched trial with ``macs`` at
+        most the base's; without a base, the best searched trial), ``best_any`` (the
+        best searched trial at any MACs), ``better`` (``best`` strictly better than the
+        base; None when either is missing) and ``note`` (one sentence saying what was
+        found, or what is missing). Searched trials are those not enqueued by name.
+    """
+    trained = trained_rows(rows, metric)
+    searched = [r for r in trained if not r.get(ENQUEUED)]
+    best_any = _best(searched, metric, direction)
+    base = next((r for r in trained if _is_base(r)), None)
+    out: dict[str, Any] = {"base": base, "best": None, "best_any": best_any, "better": None}
+    if base is None:
+        other = next((r for r in rows if _is_base(r)), None)
+        out["best"] = best_any
+        out["note"] = (f"No base to compare with: the base (trial {other['trial']}) did not finish "
+                       f"({other.get('state')})." if other is not None else
+                       "No base to compare with: no trial is named 'base' (list it under "
+                       "`enqueue` in the search config).")
+        return out
+    if base.get("macs") is None:
+        out["note"] = f"The base (trial {base['trial']}) has no MAC count to compare at."
+        return out
+    eligible = [r for r in searched if r.get("macs") is not None
+                and float(r["macs"]) <= float(base["macs"])]
+    best = _best(eligible, metric, direction)
+    out["best"] = best
+    if best is None:
+        out["note"] = (f"No fully trained searched candidate has at most the base's MACs "
+                       f"({len(searched)} searched trials trained).")
+        return out
+    out["better"] = _better(float(best[metric]), float(base[metric]), direction)
+    ratio = float(best["macs"]) / float(base["macs"]) if float(base["macs"]) else float("nan")
+    verdict = "beats" if out["better"] else "does not beat"
+    out["note"] = (f"The best searched candidate at no more MACs, {_tag(best)}, {verdict} the "
+                   f"base (trial {base['trial']}): {metric} {float(best[metric]):.4g} vs "
+                   f"{float(base[metric]):.4g}, at {ratio:.2f}x the base's MACs.")
+    return out
+
+
+def compare_transfer(rows: list[dict[str, Any]], metric: str, direction: str,
+                     strategies: tuple[str, str] = ("finetune", "scratch")) -> dict[str, Any]:
+    """(b): fine-tuning vs scratch among the fully trained trials.
+
+    Args:
+        rows: Every trial's row.
+        metric: The metric compared.
+        direction: ``maximize`` or ``minimize``.
+        strategies: The two transfer strategies compared.
+
+    Returns:
+        ``source`` (``"searched trials"``: the best of each strategy among the fully
+        trained searched trials, those not enqueued by name; ``"base both ways"``:
+        they do not cover both and the base architecture, the enqueued trials named
+        ``base...``, was trained both ways; None: neither covers both), ``best``
+        (strategy -> row, every strategy present in that source), ``base_both``
+        (strategy -> the base architecture's row, when trained with two or more
+        strategies), ``missing`` (strategies of ``strategies`` without a fully trained
+        searched trial) and ``note``.
+    """
+    trained = [r for r in trained_rows(rows, metric) if r.get("param/transfer") is not None]
+    searched = [r for r in trained if not r.get(ENQUEUED)]
+
+    def by_strategy(rs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name in sorted({str(r["param/transfer"]) for r in rs}):
+            out[name] = _best([r for r in rs if r["param/transfer"] == name], metric, direction)
+        return out
+
+    everything = by_strategy(searched)
+    base_rows = [r for r in trained if str(r.get(ENQUEUED) or "").startswith(BASE_NAME)]
+    base_both = by_strategy(base_rows)
+    base_both = base_both if len(base_both) >= 2 else {}
+    a, b = strategies
+    res: dict[str, Any] = {"source": None, "best": everything, "base_both": base_both,
+                           "missing": [s for s in strategies if s not in everything]}
+    if a in everything and b in everything:
+        res["source"] = "searched trials"
+        what = f"best of each among the {len(searched)} fully trained searched trials"
+    elif a in base_both and b in base_both:
+        res["source"], res["best"] = "base both ways", base_both
+        what = (f"the base trained both ways: the fully trained searched trials have no "
+                f"{' and no '.join(res['missing'])} one")
+    else:
+        missing = " and no ".join(res["missing"])
+        res["note"] = (f"No comparison: no fully trained searched {missing} trial, and the "
+                       f"base was not trained both ways (enqueue it with transfer {a} and {b}).")
+        return res
+    ra, rb = res["best"][a], res["best"][b]
+    diff = float(ra[metric]) - float(rb[metric])
+    res["note"] = (f"{a} vs {b} ({what}): {metric} {float(ra[metric]):.4g} ({_tag(ra)}) vs "
+                   f"{float(rb[metric]):.4g} ({_tag(rb)}), difference {diff:+.4g}.")
+    return res
+
+
+def read_layer_ids(row: dict[str, Any] | None) -> tuple[dict[str, dict[str, float]], str] | None:
+    """The ID per layer of a trial's model: ``({layer: {"id", "channels"}}, when)``.
+
+    The trained model's (last entry of ``<trial_dir>/train/eigenspectrum_history.json``,
+    ``when`` = ``"trained, epoch E"``), else the model at initialisation
+    (``<trial_dir>/spectrum.json``, ``when`` = ``"at initialisation"``); None without
+    either.
+    """
+    if row is None or not row.get("trial_dir"):
+        return None
+    trial_dir = Path(str(row["trial_dir"]))
+    try:
+        entries = json.loads((trial_dir / "train" / "eigenspectrum_history.json")
+                             .read_text())["entries"]
+        last = entries[-1]
+        return ({k: {"id": float(v["id"]), "channels": float(v["channels"])}
+                 for k, v in last["layers"].items()}, f"trained, epoch {last['epoch']}")
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        pass
+    try:
+        layers = json.loads((trial_dir / "spectrum.json").read_text())["layers"]
+        return ({k: {"id": float(v["measures"]["id_dof"]), "channels": float(v["channels"])}
+                 for k, v in layers.items()}, "at initialisation")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def headline(rows: list[dict[str, Any]], objectives: list[tuple[str, str]]) -> dict[str, Any]:
+    """The three answers: ``base`` (:func:`compare_base`), ``transfer``
+    (:func:`compare_transfer`) and ``id`` (per layer, of (a)'s candidate and the base).
+
+    Args:
+        rows: Every trial's row.
+        objectives: The search's objectives; the first one is compared.
+    """
+    metric, direction = objectives[0]
+    base = compare_base(rows, metric, direction)
+    ids = {}
+    for label, row in (("base", base["base"]), ("best", base["best"])):
+        found = read_layer_ids(row)
+        if found is not None:
+            ids[label] = {"trial": row["trial"], "layers": found[0], "when": found[1]}
+    return {"metric": metric, "direction": direction, "trained": len(trained_rows(rows, metric)),
+            "base": base, "transfer": compare_transfer(rows, metric, direction), "id": ids}
+
+
+def _row_cells(r: dict[str, Any], base: dict[str, Any] | None) -> list[str]:
+    ratio = ""
+    if base is not None and r.get("macs") is not None and base.get("macs"):
+        ratio = f"{float(r['macs']) / float(base['macs']):.2f}"
+    return [_tag(r), _fmt(r.get("param/transfer")), _fmt(r.get("ap")), _fmt(r.get("ap50")),
+            _fmt(r.get("params")), _fmt(r.get("macs")), ratio]
+
+
+def _table(header: list[str], body: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(cells) + " |" for cells in body]]
+
+
+def headline_markdown(head: dict[str, Any], metric: str, id_plot: Path | None) -> list[str]:
+    """The headline section of ``report.md`` (lines)."""
+    cols = ["", "trial", "transfer", "AP", "AP50", "params", "MACs", "MACs / base"]
+    a, t, ids = head["base"], head["transfer"], head["id"]
+    lines = ["## Headline", "",
+             f"From the {head['trained']} fully trained trials (every stage ran), compared "
+             f"by `{metric}`. AP, AP50: COCO bbox mAP@[.5:.95] and mAP@0.5 on the "
+             "validation split (fractions); params: trainable parameters (count); MACs: "
+             "multiply-accumulates per image (count).", "",
+             "**(a) Searched vs base at no more MACs.** " + a["note"], ""]
+    body = []
+    if a["base"] is not None:
+        body.append(["base", *_row_cells(a["base"], a["base"])])
+    if a["best"] is not None:
+        what = "best searched, MACs <= base" if a["base"] is not None else "best searched"
+        body.append([what, *_row_cells(a["best"], a["base"])])
+    if a["best_any"] is not None and a["best_any"] is not a["best"]:
+        body.append(["best searched, any MACs", *_row_cells(a["best_any"], a["base"])])
+    if body:
+        lines += [*_table(cols, body), ""]
+    lines += ["**(b) Fine-tuning vs scratch.** " + t["note"], ""]
+    if t["source"] is not None:
+        body = [[name, *_row_cells(r, a["base"])] for name, r in t["best"].items()]
+        lines += [*_table(["best of strategy", *cols[1:]], body), ""]
+    if t["base_both"] and t["source"] != "base both ways":
+        parts = [f"{name} {_fmt(r.get(metric))} ({_tag(r)})" for name, r in t["base_both"].items()]
+        lines += [f"The base architecture trained each way ({metric}): " + ", ".join(parts)
+                  + ".", ""]
+    lines += ["**(c) ID per layer, best vs base.** "]
+    if not ids:
+        lines[-1] += "No ID measurement of the base or of (a)'s candidate."
+        return [*lines, ""]
+    why = {"base": "the base", "best": "(a)'s searched candidate" if a["best"] is not None
+           else "a searched candidate (none in (a))"}
+    missing = [why[k] for k in ("base", "best") if k not in ids]
+    lines[-1] += ("Suzuki's degrees of freedom N(lambda) of each layer's channel covariance "
+                  "(dimensions), on validation images"
+                  + (f"; no measurement of {missing[0]}." if missing else "."))
+    lines.append("")
+    if id_plot is not None:
+        lines += [f"![id_base_vs_best]({id_plot.name})", ""]
+    names = list(dict.fromkeys(k for v in ids.values() for k in v["layers"]))
+    header = ["layer"]
+    for label, v in ids.items():
+        header += [f"{label} (trial {v['trial']}, {v['when']}) channels", f"{label} ID"]
+    body = []
+    for name in names:
+        cells = [name]
+        for v in ids.values():
+            layer = v["layers"].get(name)
+            cells += [_fmt(layer["channels"]) if layer else "", _fmt(layer["id"]) if layer else ""]
+        body.append(cells)
+    return [*lines, *_table(header, body), ""]
+
+
+def _headline_summary(head: dict[str, Any]) -> dict[str, Any]:
+    def trial(r: dict[str, Any] | None) -> Any:
+        return None if r is None else r.get("trial")
+
+    a, t = head["base"], head["transfer"]
+    return {"metric": head["metric"], "trained": head["trained"],
+            "base_trial": trial(a["base"]), "best_trial": trial(a["best"]),
+            "best_any_trial": trial(a["best_any"]), "better": a["better"], "base_note": a["note"],
+            "transfer_source": t["source"], "transfer_best": {k: trial(r) for k, r in t["best"].items()},
+            "transfer_missing": t["missing"], "transfer_note": t["note"], "id": head["id"]}
+
+
+def _plot_id_base_best(ids: dict[str, Any], path: Path) -> Path | None:
+    if not ids:
+        return None
+    names = list(dict.fromkeys(k for v in ids.values() for k in v["layers"]))
+    width = 0.8 / len(ids)
+    fig, ax = new_figure("ID per layer: best searched vs base", "layer",
+                         "ID, N(lambda) (dimensions)", size=(max(6, 0.7 * len(names)), 4))
+    x = np.arange(len(names))
+    for i, (label, v) in enumerate(ids.items()):
+        ax.bar(x + i * width, [v["layers"].get(n, {}).get("id", 0.0) for n in names], width,
+               label=f"{label} (trial {v['trial']}, {v['when']})")
+    ax.set_xticks(x + 0.4 - width / 2, names, rotation=45, ha="right")
+    ax.legend()
+    return save_figure(fig, path)
 
 
 # -- plots -----------------------------------------------------------------------------

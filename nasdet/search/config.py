@@ -11,12 +11,18 @@ A search config is a YAML file (read with ``yaml.safe_load``)::
       source: ../tiny_faster_rcnn_synth.py     # checkpoint (relative to the working
       checkpoint: work_dirs/pretrain/backbone.pth  # dir) is missing: the transfer
       epochs: 2                                # strategies of the space load it
+      # sha256: <hex>   pins a shipped checkpoint: checked when the config is loaded,
+      #                 never re-trained; it must be the space's transfer checkpoint
+    enqueue:                                   # candidates run first (a fresh study),
+      - name: base                             # recorded as ``enqueued_as``; the report
+        params: {widths.0: 32, ...}            # compares the searched ones with 'base'
     objectives:
       - {metric: ap50, direction: maximize}
       - {metric: macs, direction: minimize}      # two or more: NSGA-II
     stages:
       - {type: complexity}                       # reject over-budget candidates
       - {type: proxy, proxies: [id_mean, params], num_images: 8, report: id_mean}
+      #   (report: null records the proxies without reporting one to the pruner)
       - {type: train, name: short, epochs: 2}    # the same run, continued by
       - {type: train, name: full, epochs: 6}     # the next train stage
 
@@ -61,11 +67,11 @@ STAGE_TYPES = ("complexity", "proxy", "train")
 SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("median", "none")
 _TOP_KEYS = {"space", "n_trials", "sampler", "pruner", "objectives", "stages", "seed",
-             "cfg_options", "pretrain", "id_guided"}
+             "cfg_options", "pretrain", "id_guided", "enqueue"}
 _ID_GUIDED_KEYS = {"dimension", "metric", "budget", "after", "num_images"}
 #: Costs an ID-guided proposal may be held to (see :mod:`nasdet.space.derive_widths`).
 ID_GUIDED_METRICS = ("macs", "params")
-_PRETRAIN_KEYS = {"source", "checkpoint", "epochs", "batch_size", "lr"}
+_PRETRAIN_KEYS = {"source", "checkpoint", "epochs", "batch_size", "lr", "sha256"}
 _STAGE_KEYS = {
     "complexity": {"type", "name"},
     "proxy": {"type", "name", "proxies", "num_images", "report", "layers"},
@@ -112,6 +118,8 @@ class SearchConfig:
     pretrain: dict[str, Any] | None = None
     #: ``{"dimension", "metric", "budget", "after", "num_images"}`` (all filled in) or None.
     id_guided: dict[str, Any] | None = None
+    #: Candidates run first: ``{"name": str, "params": {...}}`` each, checked against the space.
+    enqueue: tuple[dict[str, Any], ...] = ()
 
     @property
     def metrics(self) -> set[str]:
@@ -150,9 +158,22 @@ def load_search_config(path: str | Path, **overrides: Any) -> SearchConfig:
     if not path.is_file():
         raise NasdetError("search config not found", file=path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise NasdetError("not a YAML text file (not UTF-8)", file=path) from None
     except yaml.YAMLError as exc:
-        raise NasdetError(f"not valid YAML: {exc}", file=path) from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+        if "constructor for the tag '" in problem:
+            tag = problem.split("'")[1].replace("tag:yaml.org,2002:", "!!")
+            message = (f"YAML tag {tag}{where}: tags like !!python/... are not allowed "
+                       "(plain values, lists and mappings only)")
+        else:
+            ctx, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+            ctx = f" ({ctx} from line {cmark.line + 1})" if ctx and cmark else ""
+            message = f"not valid YAML{where}: {problem}{ctx}"
+        raise NasdetError(message, file=path) from None
     if not isinstance(raw, dict):
         raise _fail(path, "<top>", "must be a mapping")
     raw.update({k: v for k, v in overrides.items() if v is not None})
@@ -209,13 +230,16 @@ def load_search_config(path: str | Path, **overrides: Any) -> SearchConfig:
         if not source.is_file():
             raise _fail(path, "pretrain.source", f"config not found: {pretrain['source']}")
         pretrain["source"] = str(source.resolve())
+        if pretrain.get("sha256") is not None:
+            _check_pinned(path, pretrain, space_path)
     id_guided = None
     if raw.get("id_guided") is not None:
         id_guided = _id_guided(path, raw["id_guided"], stages, space_path)
     cfg = SearchConfig(path=path, space_path=space_path, n_trials=n_trials,
                        objectives=objectives, stages=stages, sampler=sampler, pruner=pruner,
                        seed=int(raw.get("seed", 0)), cfg_options=dict(cfg_options),
-                       pretrain=pretrain, id_guided=id_guided)
+                       pretrain=pretrain, id_guided=id_guided,
+                       enqueue=_enqueue(path, raw.get("enqueue"), space_path))
     for i, obj in enumerate(objectives):
         if obj.metric not in cfg.metrics:
             raise _fail(path, f"objectives[{i}].metric",
@@ -249,7 +273,7 @@ def _stage(path: Path, i: int, raw: Any) -> Stage:
                 raise _fail(path, f"{key}.proxies[{j}]",
                             f"unknown proxy '{name}' (registered: {sorted(known)})")
         report = options.setdefault("report", proxies[0])
-        if report not in proxies:
+        if report is not None and report not in proxies:
             raise _fail(path, f"{key}.report", f"'{report}' is not among this stage's proxies")
         options.setdefault("num_images", 8)
     return Stage(type=kind, name=str(raw.get("name", kind if kind != "train" else f"train{i}")),
@@ -315,6 +339,67 @@ def _id_guided(path: Path, raw: Any, stages: tuple[Stage, ...],
                     f"{dim.target or dim.cfg_key}{'' if dim.per_stage else ', one value'})")
     return {"dimension": dimension, "metric": metric, "budget": float(budget),
             "after": after, "num_images": num_images}
+
+
+def sha256_of(file: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(file, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_pinned(path: Path, pretrain: dict[str, Any], space_path: Path) -> None:
+    """A pinned ``pretrain.checkpoint``: present, the recorded bytes, the space's own."""
+    want = str(pretrain["sha256"]).lower()
+    ckpt = Path(str(pretrain["checkpoint"])).absolute()
+    if not ckpt.is_file():
+        raise _fail(path, "pretrain.checkpoint",
+                    f"pinned checkpoint not found: {ckpt} (a pinned checkpoint is not "
+                    "re-trained; restore it, or drop pretrain.sha256 to pre-train one)")
+    got = sha256_of(ckpt)
+    if got != want:
+        raise _fail(path, "pretrain.sha256",
+                    f"{ckpt} has sha256 {got}, expected {want}: not the pinned checkpoint "
+                    "(changed or corrupted)")
+    from nasdet.space import SearchSpace
+
+    dim = SearchSpace.from_yaml(space_path).strategy_dimension
+    used = dim.checkpoint if dim is not None else None
+    if used is None or Path(used).absolute().resolve() != ckpt.resolve():
+        raise _fail(path, "pretrain.checkpoint",
+                    f"{ckpt} is not what the transfer strategies of {space_path.name} load "
+                    f"({used}): set the space's transfer checkpoint to it")
+
+
+def _enqueue(path: Path, raw: Any, space_path: Path) -> tuple[dict[str, Any], ...]:
+    """Validate the ``enqueue`` list: names and params of the space's candidates."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise _fail(path, "enqueue", "must be a list of {name, params} mappings")
+    from nasdet.space import SearchSpace
+
+    space = SearchSpace.from_yaml(space_path)
+    out: list[dict[str, Any]] = []
+    for i, item in enumerate(raw):
+        key = f"enqueue[{i}]"
+        if not isinstance(item, dict) or set(item) != {"name", "params"}:
+            raise _fail(path, key, "must be a mapping with exactly 'name' and 'params'")
+        name, params = item["name"], item["params"]
+        if not isinstance(name, str) or not name or name in {e["name"] for e in out}:
+            raise _fail(path, f"{key}.name", f"must be a unique non-empty string, got {name!r}")
+        if not isinstance(params, dict):
+            raise _fail(path, f"{key}.params", "must be a mapping of the space's parameters")
+        try:
+            space.candidate(params)
+        except NasdetError as exc:
+            raise _fail(path, f"{key}.params.{exc.key}", exc.message) from None
+        out.append({"name": name, "params": dict(params)})
+    return tuple(out)
 
 
 def _objective(path: Path, i: int, raw: Any) -> Objective:

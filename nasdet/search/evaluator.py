@@ -171,24 +171,32 @@ class TrialEvaluator:
         return out
 
     def _train(self, cfg, stage: Stage, trial_dir: Path) -> dict[str, float]:
-        from nasdet.train import train
+        import copy
 
-        cfg = cfg.copy()
+        from nasdet.train import train
+        from nasdet.train.config import merge_cfg_options
+        from nasdet.train.transfer import set_training_length
+
+        cfg = copy.deepcopy(cfg)  # Config.copy() is shallow: stages must not share train_cfg
         cfg.work_dir = str(trial_dir / "train")
-        cfg.train_cfg.max_epochs = stage.options["epochs"]
-        cfg.train_cfg.val_interval = stage.options["epochs"]
-        cfg.default_hooks.checkpoint.interval = stage.options["epochs"]
+        # The stage's epochs are the base recipe's: the candidate's strategy scales them
+        # (scratch: schedule_factor) and the LR schedule is rescaled with them.
+        epochs = set_training_length(cfg, stage.options["epochs"])
+        cfg.train_cfg.val_interval = epochs
+        cfg.default_hooks.checkpoint.interval = epochs
         cfg.default_hooks.checkpoint.save_best = None
         cfg.default_hooks.logger.interval = 50
         cfg.log_level = "WARNING"  # the trial's own log file keeps nothing; progress is per trial
-        if stage.options.get("cfg_options"):
-            cfg.merge_from_dict(stage.options["cfg_options"])
+        # The user's options win over the rescaled schedule: the search's, then the stage's.
+        for options in (self.cfg_options, stage.options.get("cfg_options")):
+            if options:
+                merge_cfg_options(cfg, options)
         guided = self.config.id_guided
         if guided and stage.name == guided["after"]:
             # Measured once more after the stage's last epoch: the trained model's ID.
             cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(
                 type="EigenspectrumHook", layers=["backbone_stages"],
-                interval=stage.options["epochs"], num_images=guided["num_images"],
+                interval=epochs, num_images=guided["num_images"],
                 history_file=ID_HISTORY_FILE, plot_file=None)]
         # A later train stage continues the same run from the previous stage's end.
         metrics = train(cfg, resume="auto")

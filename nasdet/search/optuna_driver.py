@@ -17,17 +17,24 @@ file, PostgreSQL, MySQL; their heartbeats tell a live worker's trial from a kill
 one): start the same command with ``--resume`` in another shell, or on another machine
 with the same ``--storage`` URL. ``n_trials`` counts for the whole study: a worker stops
 once the finished trials and those other workers are running reach it.
+
+The terminal gets only the driver's own lines: a header, one line per finished trial
+(:func:`trial_line`) and errors. Everything else a trial prints (mmengine, mmdet,
+pycocotools, C extensions, warnings) goes to ``<trial_dir>/trial.log``; what the
+driver itself causes (Optuna's own log, the report) to ``<work_dir>/search.log``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import time
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import optuna
@@ -37,10 +44,18 @@ from nasdet.errors import NasdetError
 from nasdet.search.config import SearchConfig, Stage
 from nasdet.search.evaluator import CandidateRejected, TrialEvaluator, read_id_proposal
 from nasdet.search.storage import default_storage_url, open_storage
+from nasdet.utils.output import output_to
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 #: User attribute (and row column) of a trial run from another trial's ID-guided proposal.
 ID_GUIDED_ATTR = "id_guided_from"
+#: User attribute (and row column) of a trial run from the config's ``enqueue`` list: its name.
+ENQUEUED_ATTR = "enqueued_as"
+#: Each trial's log file (inside its trial directory) and the driver's (in the work dir).
+TRIAL_LOG = "trial.log"
+SEARCH_LOG = "search.log"
+#: User attribute: the stage that ended a trial (its last stage, or where it stopped).
+ENDED_AT_ATTR = "ended_at"
 
 
 def counts_towards_n_trials(trial: optuna.trial.FrozenTrial) -> bool:
@@ -95,6 +110,26 @@ def enqueue_id_proposal(study: optuna.Study, params: Mapping[str, Any], source: 
     return True
 
 
+def enqueue_listed(study: optuna.Study, config: SearchConfig) -> list[str]:
+    """Enqueue the config's ``enqueue`` candidates not tried yet, while ``n_trials`` has room.
+
+    A trial cut off by a killed driver does not count as tried: its candidate is run again.
+
+    Returns:
+        The names enqueued.
+    """
+    names = []
+    for item in config.enqueue:
+        trials = [t for t in study.get_trials(deepcopy=False) if not _interrupted(t)]
+        taken = sum(1 for t in trials if counts_towards_n_trials(t)
+                    or t.state in (TrialState.WAITING, TrialState.RUNNING))
+        if taken >= config.n_trials or params_tried(trials, item["params"]):
+            continue
+        study.enqueue_trial(dict(item["params"]), user_attrs={ENQUEUED_ATTR: item["name"]})
+        names.append(item["name"])
+    return names
+
+
 def make_sampler(config: SearchConfig, *, stream: Sequence[int] = ()) -> optuna.samplers.BaseSampler:
     """The sampler the config asks for, seeded.
 
@@ -135,7 +170,8 @@ def stage_score(config: SearchConfig, stage: Stage, metrics: dict[str, float]) -
     metric (e.g. ``ap50``), so trials are compared at the same stage on the same scale.
     """
     if stage.type == "proxy":  # None when that proxy failed on this candidate
-        return metrics.get(f"proxy/{stage.options['report']}")
+        report = stage.options.get("report")  # None: proxies recorded, nothing reported
+        return metrics.get(f"proxy/{report}") if report is not None else None
     if stage.type == "train":
         return metrics.get(config.objectives[0].metric, metrics.get("ap50"))
     return None
@@ -144,6 +180,40 @@ def stage_score(config: SearchConfig, stage: Stage, metrics: dict[str, float]) -
 def objective_values(config: SearchConfig, metrics: dict[str, float]) -> list[float]:
     """The objectives' values of a finished trial."""
     return [float(metrics[o.metric]) for o in config.objectives]
+
+
+def trial_line(number: int | str, state: str, what: str, *, stage: str | None,
+               seconds: float | None, done: int, n_trials: int, best: str,
+               elapsed_s: float, finished_here: int, note: str = "") -> str:
+    """The one terminal line of a finished trial (both drivers print it).
+
+    ``[search] trial 3 complete: ap50=0.41 | ended at full | 52 s | 4/8 done |
+    best ap50=0.45 (trial 1) | ETA 3.5 min``; the ETA is the remaining trials times the
+    mean wall-clock time per trial finished by this run so far.
+
+    Args:
+        number: The trial's number.
+        state: ``complete``, ``pruned`` or ``fail``.
+        what: Objective values, or why the trial was pruned or failed.
+        stage: The stage that ended the trial (None: unknown).
+        seconds: The trial's wall-clock seconds (None: unknown).
+        done: Trials of the search finished so far.
+        n_trials: Trials the search runs.
+        best: The best trial so far, as text.
+        elapsed_s: Wall-clock seconds since this run started its first trial.
+        finished_here: Trials this run finished.
+        note: Appended as is (e.g. where the log of a failed trial is).
+    """
+    remaining = max(0, n_trials - done)
+    if remaining == 0:
+        eta = "ETA 0 min"
+    elif finished_here > 0:
+        eta = f"ETA {remaining * elapsed_s / finished_here / 60:.1f} min"
+    else:
+        eta = "ETA -"
+    took = f"{seconds:.0f} s" if seconds is not None and math.isfinite(seconds) else "? s"
+    return (f"[search] trial {number} {state}: {what or '-'} | ended at {stage or '?'} | "
+            f"{took} | {done}/{n_trials} done | best {best} | {eta}{note}")
 
 
 class OptunaSearch:
@@ -158,6 +228,8 @@ class OptunaSearch:
         keep_checkpoints: Keep trials' checkpoints.
         data_root: Dataset root for every candidate (see :class:`TrialEvaluator`).
         cfg_options: Overrides applied to every candidate's config.
+        out: Where the driver's own lines go (default ``sys.stdout`` as it was when
+            the search started); everything else goes to the log files.
 
     Example:
         >>> from nasdet.search import OptunaSearch, load_search_config
@@ -168,7 +240,7 @@ class OptunaSearch:
     def __init__(self, config: SearchConfig, work_dir: str | Path, *, storage: str | None = None,
                  study_name: str | None = None, resume: bool = False,
                  keep_checkpoints: bool = False, data_root: str | Path | None = None,
-                 cfg_options: dict[str, Any] | None = None):
+                 cfg_options: dict[str, Any] | None = None, out: TextIO | None = None):
         self.config = config
         self.work_dir = Path(work_dir).absolute()
         self.storage_url = storage or default_storage_url(self.work_dir)
@@ -176,7 +248,10 @@ class OptunaSearch:
         self.resume = resume
         self.evaluator = TrialEvaluator(config, keep_checkpoints=keep_checkpoints,
                                         data_root=data_root, cfg_options=cfg_options)
+        self.out = out
+        self._terminal: TextIO | None = None
         self._started = 0.0
+        self._finished_here = 0
 
     def open_study(self) -> optuna.Study:
         """Create (or with ``resume``, load) the study; clear errors for both mistakes."""
@@ -206,15 +281,32 @@ class OptunaSearch:
     def run(self) -> optuna.Study:
         """Run until the study has ``n_trials`` finished trials; return the study."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        with output_to(self.work_dir / SEARCH_LOG) as terminal:
+            self._terminal = self.out or terminal
+            try:
+                return self._run()
+            finally:
+                self._terminal = None
+
+    def _say(self, line: str) -> None:
+        """One of the driver's own lines, to the terminal."""
+        out = self._terminal or self.out or sys.stdout
+        print(line, file=out, flush=True)
+
+    def _run(self) -> optuna.Study:
         study = self.open_study()
         if self.resume:
             _fail_interrupted(study)
+        enqueue_listed(study, self.config)
         done = sum(1 for t in study.get_trials(deepcopy=False) if counts_towards_n_trials(t))
         todo = max(0, self.config.n_trials - done)
-        print(f"[search] study '{self.study_name}' in {self.storage_url}: "
-              f"{done} finished, {todo} to run", flush=True)
+        self._say(f"[search] study '{self.study_name}' | storage {self.storage_url} | "
+                  f"n_trials {self.config.n_trials} ({done} finished, {todo} to run) | "
+                  f"work dir {self.work_dir}")
+        self._say(f"[search] library output: {self.work_dir / SEARCH_LOG} and each trial's "
+                  f"trials/<number>/{TRIAL_LOG}")
         self._started = time.perf_counter()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._finished_here = 0
         callbacks = [self._progress, self._stop_when_taken]
         if self.config.id_guided:
             callbacks.append(self._enqueue_proposal)
@@ -231,8 +323,12 @@ class OptunaSearch:
         trial_dir = self.work_dir / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("trial_dir", str(trial_dir))
         trial.set_user_attr("candidate_key", candidate.key)
+        stages = self.config.stages
+        reached = {"done": 0}  # stages finished: the next one is where a failure happened
 
         def report(stage: Stage, index: int, metrics: dict[str, float]) -> None:
+            reached["done"] = index + 1
+            trial.set_user_attr(ENDED_AT_ATTR, stage.name)
             trial.set_user_attr("metrics", metrics)
             score = stage_score(self.config, stage, metrics)
             if score is None or self.config.multi_objective:
@@ -242,36 +338,50 @@ class OptunaSearch:
                 trial.set_user_attr("pruned_after", stage.name)
                 raise optuna.TrialPruned(f"pruned after stage '{stage.name}'")
 
-        try:
-            metrics = self.evaluator.run(candidate, trial_dir, report)
-        except CandidateRejected as exc:
-            trial.set_user_attr("rejected", str(exc))
-            raise optuna.TrialPruned(f"rejected: {exc}") from None
-        except optuna.TrialPruned:
-            raise
-        except Exception as exc:
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
-            trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
-            raise
+        def stopped_in() -> None:
+            if reached["done"] < len(stages):
+                trial.set_user_attr(ENDED_AT_ATTR, stages[reached["done"]].name)
+
+        with output_to(trial_dir / TRIAL_LOG):
+            try:
+                metrics = self.evaluator.run(candidate, trial_dir, report)
+            except CandidateRejected as exc:
+                stopped_in()
+                trial.set_user_attr("rejected", str(exc))
+                raise optuna.TrialPruned(f"rejected: {exc}") from None
+            except optuna.TrialPruned:
+                raise
+            except Exception as exc:
+                stopped_in()
+                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+                trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
+                traceback.print_exc()  # into the trial's log
+                raise
         values = objective_values(self.config, metrics)
         return values if self.config.multi_objective else values[0]
 
     def _progress(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         trials = study.get_trials(deepcopy=False)
         done = sum(1 for t in trials if counts_towards_n_trials(t))
+        self._finished_here += 1
         state = trial.state.name.lower()
+        rejected = trial.user_attrs.get("rejected")
         what = {"complete": ", ".join(f"{m.metric}={v:.4g}" for m, v in
                                       zip(self.config.objectives, trial.values or [], strict=False)),
-                "pruned": trial.user_attrs.get("rejected") or
-                          f"after {trial.user_attrs.get('pruned_after', '?')}",
+                "pruned": f"rejected: {rejected}" if rejected else "below the median",
                 "fail": trial.user_attrs.get("fail_reason", "")}.get(state, "")
-        best = _best_text(study, self.config)
-        elapsed = time.perf_counter() - self._started
         source = trial.user_attrs.get(ID_GUIDED_ATTR)
-        guided = f" (ID-guided from trial {source})" if source is not None else ""
-        print(f"[search] trial {trial.number}{guided} {state}: {what} | "
-              f"{done}/{self.config.n_trials} done | best: {best} | {elapsed / 60:.1f} min",
-              flush=True)
+        number = f"{trial.number} (ID-guided from trial {source})" if source is not None \
+            else trial.number
+        note = ""
+        if state == "fail" and trial.user_attrs.get("trial_dir"):
+            note = f" | log {Path(trial.user_attrs['trial_dir']) / TRIAL_LOG}"
+        self._say(trial_line(
+            number, state, what, stage=trial.user_attrs.get(ENDED_AT_ATTR),
+            seconds=trial.duration.total_seconds() if trial.duration else None, done=done,
+            n_trials=self.config.n_trials, best=_best_text(study, self.config),
+            elapsed_s=time.perf_counter() - self._started, finished_here=self._finished_here,
+            note=note))
 
     def _stop_when_taken(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Stop this worker once finished + running trials (of any worker) fill n_trials."""
@@ -301,8 +411,7 @@ class OptunaSearch:
         if not quiet:
             dim = self.config.id_guided["dimension"]
             widths = [v for k, v in params.items() if k.rsplit(".", 1)[0] == dim]
-            print(f"[search] trial {trial.number} proposes ID-guided {dim} {widths}: {what}",
-                  flush=True)
+            self._say(f"[search] trial {trial.number} proposes ID-guided {dim} {widths}: {what}")
 
 
 def _best_text(study: optuna.Study, config: SearchConfig) -> str:
@@ -342,7 +451,8 @@ def trial_rows(study: optuna.Study, config: SearchConfig) -> list[dict[str, Any]
         row.update(t.user_attrs.get("metrics", {}))
         if t.state == TrialState.FAIL and not counts_towards_n_trials(t):
             row["fail_reason"] = "interrupted: the driver was killed while it ran"
-        for key in ("rejected", "pruned_after", "fail_reason", "trial_dir", ID_GUIDED_ATTR):
+        for key in ("rejected", "pruned_after", "fail_reason", "trial_dir", ID_GUIDED_ATTR,
+                    ENQUEUED_ATTR):
             if key in t.user_attrs:
                 row[key] = t.user_attrs[key]
         rows.append(row)

@@ -40,7 +40,13 @@ Layout under ``work_dir`` (all paths absolute; trials never depend on their work
 directory)::
 
     <work_dir>/ray_results/<study name>/   Tune's experiment (restore from here)
-    <work_dir>/trials/<Tune trial id>/     the evaluator's files of one trial
+    <work_dir>/trials/<Tune trial id>/     the evaluator's files of one trial, and
+                                           trial.log: all it printed (mmengine, ...)
+    <work_dir>/search.log                  what the driver process printed (Ray, Tune)
+
+The terminal gets the driver's header, one line per finished trial
+(:func:`nasdet.search.optuna_driver.trial_line`) and errors; Ray's own worker logs
+stay in Ray's session directory.
 
 A killed driver loses at most the trials in flight: ``resume=True`` restores the Tune
 experiment, keeps finished trials, and a trial that had finished every stage after
@@ -54,13 +60,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-import optuna
 import ray
 from ray import tune
 from ray.tune import Callback, ExperimentAnalysis
@@ -76,12 +83,18 @@ from nasdet.search.evaluator import (
     read_id_proposal,
 )
 from nasdet.search.optuna_driver import (
+    ENQUEUED_ATTR,
     ID_GUIDED_ATTR,
+    SEARCH_LOG,
+    TRIAL_LOG,
     enqueue_id_proposal,
+    enqueue_listed,
     make_sampler,
     objective_values,
     stage_score,
+    trial_line,
 )
+from nasdet.utils.output import output_to
 from nasdet.utils.ray_cluster import connect_ray
 
 #: Keys every result of a trial carries besides the evaluator's metrics.
@@ -95,6 +108,13 @@ _TUNE_KEYS = {"training_iteration", "time_total_s", "time_this_iter_s", "timesta
 # Ray Tune snapshots its experiment state at most this often (seconds) unless the user
 # sets TUNE_GLOBAL_CHECKPOINT_S; Tune's own default ("auto") waits at least 10 s.
 SNAPSHOT_SECONDS = "2"
+# Where the driver's own lines go while a search runs (None: sys.stdout).
+_terminal: list[TextIO] = []
+
+
+def _say(line: str) -> None:
+    """One of the driver's own lines, to the terminal (not into search.log)."""
+    print(line, file=_terminal[-1] if _terminal else sys.stdout, flush=True)
 
 
 # ------------------------------------------------------------------------------ trials
@@ -131,7 +151,8 @@ def run_trial(spec: TrialSpec, params: dict[str, Any]) -> None:
     trial_dir = spec.work_dir / "trials" / trial_id
     evaluator = TrialEvaluator(config, keep_checkpoints=spec.keep_checkpoints,
                                data_root=spec.data_root, cfg_options=spec.cfg_options)
-    params = {k: v for k, v in params.items() if k != ID_GUIDED_ATTR}  # not a space param
+    params = {k: v for k, v in params.items()
+              if k not in (ID_GUIDED_ATTR, ENQUEUED_ATTR)}  # not space params
     candidate = evaluator.space.candidate(params)
     base = {"node_id": ray.get_runtime_context().get_node_id(), "trial_dir": str(trial_dir),
             "candidate_key": candidate.key}
@@ -155,19 +176,26 @@ def run_trial(spec: TrialSpec, params: dict[str, Any]) -> None:
     clear_trial_dir(trial_dir)
 
     clock = {"start": time.perf_counter(), "reporting": 0.0}
+    reached = {"done": 0}
 
     def report(stage: Stage, index: int, metrics: dict[str, float]) -> None:
+        reached["done"] = index + 1
         now = time.perf_counter()
         inside = now - clock["start"] - clock["reporting"]
         tune.report(result(stage, index, {**metrics, "seconds/evaluator": inside}))
         clock["reporting"] += time.perf_counter() - now
 
-    try:
-        evaluator.run(candidate, trial_dir, report)
-    except CandidateRejected as exc:
-        inside = time.perf_counter() - clock["start"] - clock["reporting"]
-        tune.report({**result(None, -1, {"seconds/evaluator": inside}),
-                     "rejected": str(exc) or "over budget"})
+    with output_to(trial_dir / TRIAL_LOG):
+        try:
+            evaluator.run(candidate, trial_dir, report)
+        except CandidateRejected as exc:
+            inside = time.perf_counter() - clock["start"] - clock["reporting"]
+            stage = config.stages[min(reached["done"], n_stages - 1)].name
+            tune.report({**result(None, -1, {"seconds/evaluator": inside}),
+                         "rejected": str(exc) or "over budget", "stage_name": stage})
+        except Exception:
+            traceback.print_exc()  # into the trial's log; Tune records the error
+            raise
 
 
 def _finished_record(trial_dir: Path, params: dict[str, Any],
@@ -249,6 +277,9 @@ class StageAwareOptunaSearch(TuneOptunaSearch):
         source = ot_trial.user_attrs.get(ID_GUIDED_ATTR) if ot_trial is not None else None
         if params is not None and source is not None:
             params = {**params, ID_GUIDED_ATTR: source}
+        label = ot_trial.user_attrs.get(ENQUEUED_ATTR) if ot_trial is not None else None
+        if params is not None and label is not None:
+            params = {**params, ENQUEUED_ATTR: label}
         return params
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -270,8 +301,8 @@ class StageAwareOptunaSearch(TuneOptunaSearch):
         # getattr: a searcher restored from an experiment of an older version lacks it.
         params = read_id_proposal(trial_dir) if getattr(self, "id_guided", False) else None
         if params is not None and enqueue_id_proposal(self._ot_study, params, trial_id):
-            print(f"[search] trial {trial_id} proposes ID-guided widths: enqueued (the next "
-                  "trial runs it, if any is left)", flush=True)
+            _say(f"[search] trial {trial_id} proposes ID-guided widths: enqueued (the next "
+                 "trial runs it, if any is left)")
 
 
 def fidelities(config: SearchConfig, reduction_factor: float) -> tuple[float, ...]:
@@ -292,7 +323,9 @@ def fidelities(config: SearchConfig, reduction_factor: float) -> tuple[float, ..
 
 
 def _is_scored(stage: Stage, config: SearchConfig) -> bool:
-    return stage.type == "proxy" or (stage.type == "train" and not config.multi_objective)
+    if stage.type == "proxy":  # report: null records the proxies, scores none
+        return stage.options.get("report") is not None
+    return stage.type == "train" and not config.multi_objective
 
 
 def _mode(direction: str) -> str:
@@ -320,9 +353,11 @@ class RaySearch:
         data_root: Dataset root for every candidate (default: the base config's,
             resolved here, so it must be the same path on every node).
         cfg_options: Overrides applied to every candidate's config.
-        verbose: Ray Tune's console verbosity (0: only this driver's one line per trial;
-            above 0 the trials' own output is shown too; it is always in each trial's
-            Tune directory).
+        verbose: Ray Tune's console verbosity. 0: the terminal gets only this driver's
+            lines, what Ray and Tune print goes to ``<work_dir>/search.log``; above 0
+            Tune's progress reporter (and the workers' forwarded logs) stay on the
+            terminal. What a trial prints is always in its ``trial.log``.
+        out: Where the driver's own lines go (default ``sys.stdout``).
 
     Example:
         >>> from nasdet.search import load_search_config
@@ -337,7 +372,8 @@ class RaySearch:
                  gpus_per_trial: float = 0, max_concurrent: int | None = None,
                  resume: bool = False, keep_checkpoints: bool = False,
                  study_name: str | None = None, data_root: str | Path | None = None,
-                 cfg_options: dict[str, Any] | None = None, verbose: int = 0):
+                 cfg_options: dict[str, Any] | None = None, verbose: int = 0,
+                 out: TextIO | None = None):
         if cpus_per_trial < 0 or gpus_per_trial < 0 or cpus_per_trial + gpus_per_trial <= 0:
             raise NasdetError("each trial needs some CPUs or GPUs", key="--cpus-per-trial")
         if max_concurrent is not None and max_concurrent < 1:
@@ -352,6 +388,7 @@ class RaySearch:
         self.keep_checkpoints = keep_checkpoints
         self.study_name = study_name or config.path.stem
         self.verbose = verbose
+        self.out = out
         self.storage_path = self.work_dir / "ray_results"
         self.experiment_path = self.storage_path / self.study_name
         # Parses the space here, so a bad space fails before Ray starts.
@@ -395,7 +432,16 @@ class RaySearch:
             raise NasdetError(f"no Ray Tune experiment '{self.study_name}' to resume in "
                               f"{self.storage_path}", key="--resume")
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        quiet = output_to(self.work_dir / SEARCH_LOG) if self.verbose <= 0 else \
+            contextlib.nullcontext(sys.stdout)
+        with quiet as terminal:
+            _terminal.append(self.out or terminal)
+            try:
+                return self._run()
+            finally:
+                _terminal.pop()
+
+    def _run(self):
         self._connect()
         try:
             trainable = self._trainable()
@@ -405,11 +451,16 @@ class RaySearch:
                                            restart_errored=False)
             else:
                 tuner = self._tuner(trainable)
-            print(f"[search] Ray Tune experiment '{self.study_name}' in {self.storage_path}"
-                  f" ({'resumed' if self.resume else 'new'}, {self.config.n_trials} trials, "
-                  f"{'ASHA' if self.early_stopping else 'no early stopping'})", flush=True)
+            _say(f"[search] Ray Tune experiment '{self.study_name}' | storage "
+                 f"{self.experiment_path} | n_trials {self.config.n_trials} "
+                 f"({'resumed' if self.resume else 'new'}, "
+                 f"{'ASHA' if self.early_stopping else 'no early stopping'}) | work dir "
+                 f"{self.work_dir}")
+            _say(f"[search] library output: {self.work_dir / SEARCH_LOG} and each trial's "
+                 f"trials/<id>/{TRIAL_LOG}")
             start = time.perf_counter()
-            with _env(RAY_CHDIR_TO_TRIAL_DIR="0", TUNE_GLOBAL_CHECKPOINT_S=SNAPSHOT_SECONDS):
+            with _env(RAY_CHDIR_TO_TRIAL_DIR="0", TUNE_GLOBAL_CHECKPOINT_S=SNAPSHOT_SECONDS,
+                      RAY_AIR_NEW_OUTPUT="0" if self.verbose <= 0 else None):
                 grid = tuner.fit()
             self.fit_seconds = time.perf_counter() - start
             return grid
@@ -462,6 +513,7 @@ class RaySearch:
                 n_stages, id_guided=guided,
                 space=SpaceSampler(self.config.space_path), sampler=make_sampler(self.config),
                 metric=objectives[0].metric, mode=_mode(objectives[0].direction))
+        enqueue_listed(searcher._ot_study, self.config)  # the config's enqueue list first
         if self.early_stopping:
             fid = fidelities(self.config, self.reduction_factor)
             scheduler = ASHAScheduler(
@@ -478,7 +530,7 @@ class RaySearch:
             run_config=tune.RunConfig(
                 name=self.study_name, storage_path=str(self.storage_path),
                 failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-                callbacks=[ProgressLines(self.config)], verbose=self.verbose,
+                callbacks=[ProgressLines(self.config, self.work_dir)], verbose=self.verbose,
                 log_to_file=True))
 
 
@@ -488,37 +540,109 @@ def trial_dirname(trial: Any) -> str:
 
 
 class ProgressLines(Callback):
-    """Prints one line per finished trial, like the Optuna driver.
+    """Prints one line per finished trial (:func:`trial_line`), like the Optuna driver.
 
     Args:
         config: The search config.
+        work_dir: The search's work dir (a failed trial's line names its log).
     """
 
-    def __init__(self, config: SearchConfig):
+    def __init__(self, config: SearchConfig, work_dir: str | Path | None = None):
         self.config = config
+        self.work_dir = Path(work_dir) if work_dir is not None else None
         self.start = time.perf_counter()
         self.done = 0
+        self.finished: set[str] = set()
+        self.complete: dict[Any, list[float]] = {}  # trial number -> objective values
+        self.started: dict[str, float] = {}  # trial id -> when this run started it
 
-    def _line(self, trial: Any, state: str, what: str) -> None:
+    def setup(self, **info: Any) -> None:
+        self.start = time.perf_counter()  # a restored experiment: this run's clock
+        self.done = 0
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.started[trial.trial_id] = time.perf_counter()
+
+    def _best(self) -> str:
+        if not self.complete:
+            return "-"
+        objectives = self.config.objectives
+        if self.config.multi_objective:
+            return f"{len(_pareto_front(self.complete, objectives))} on the Pareto front"
+        sign = 1.0 if objectives[0].direction == "maximize" else -1.0
+        number, values = max(self.complete.items(), key=lambda kv: sign * kv[1][0])
+        return f"{objectives[0].metric}={values[0]:.4g} (trial {number})"
+
+    def _line(self, trials: list, trial: Any, state: str, what: str, stage: str | None,
+              note: str = "") -> None:
         self.done += 1
-        minutes = (time.perf_counter() - self.start) / 60
-        print(f"[search] trial {trial_number(trial.experiment_tag, trial.trial_id)} "
-              f"({trial.trial_id}) {state}: {what} | {self.done} finished "
-              f"this run of {self.config.n_trials} | {minutes:.1f} min", flush=True)
+        self.finished.add(trial.trial_id)
+        self.finished |= {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
+        number = trial_number(trial.experiment_tag, trial.trial_id)
+        seconds = (trial.last_result or {}).get("time_total_s")
+        if seconds is None and trial.trial_id in self.started:  # failed before a result
+            seconds = time.perf_counter() - self.started[trial.trial_id]
+        _say(trial_line(
+            f"{number} ({trial.trial_id})", state, what, stage=stage, seconds=seconds,
+            done=len(self.finished), n_trials=self.config.n_trials, best=self._best(),
+            elapsed_s=time.perf_counter() - self.start, finished_here=self.done, note=note))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        row = _row(trial.trial_id, trial.config, trial.last_result, None, self.config,
+        result = trial.last_result or {}
+        row = _row(trial.trial_id, trial.config, result, None, self.config,
                    tag=trial.experiment_tag)
         what = ""
         if row["state"] == "COMPLETE":
-            what = ", ".join(f"{o.metric}={row.get(o.metric, math.nan):.4g}"
-                             for o in self.config.objectives)
+            values = [float(row.get(o.metric, math.nan)) for o in self.config.objectives]
+            self.complete[row["trial"]] = values
+            what = ", ".join(f"{o.metric}={v:.4g}"
+                             for o, v in zip(self.config.objectives, values, strict=True))
+        elif row.get("rejected"):
+            what = f"rejected: {row['rejected']}"
         elif row["state"] == "PRUNED":
-            what = row.get("rejected") or f"stopped after {row.get('pruned_after', '?')}"
-        self._line(trial, row["state"].lower(), what)
+            what = "stopped by ASHA"
+        else:
+            what = row.get("fail_reason", "")
+        self._line(trials, trial, row["state"].lower(), what, result.get("stage_name"))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._line(trial, "fail", "its error is in the rows' fail_reason")
+        done = int((trial.last_result or {}).get("stages_done", 0) or 0)
+        stages = self.config.stages
+        stage = stages[done].name if done < len(stages) else None
+        note = ""
+        if self.work_dir is not None:
+            note = f" | log {self.work_dir / 'trials' / trial.trial_id / TRIAL_LOG}"
+        self._line(trials, trial, "fail", _live_error_reason(trial), stage, note)
+
+
+def _live_error_reason(trial: Any) -> str:
+    """:func:`_error_reason` of a trial that just failed (its error files are local yet)."""
+    exc = None
+    with contextlib.suppress(Exception):
+        import cloudpickle
+
+        with open(trial.pickled_error_file, "rb") as f:
+            exc = cloudpickle.load(f)
+    cause = getattr(exc, "cause", None) or exc
+    if cause is not None and not type(cause).__name__.startswith(("RayTaskError", "TuneError")):
+        return f"{type(cause).__name__}: {cause}"
+    text = ""
+    with contextlib.suppress(Exception):
+        text = Path(trial.error_file).read_text()
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else _error_reason(trial)
+
+
+def _pareto_front(values: dict[Any, list[float]], objectives: list) -> list[Any]:
+    """The keys of ``values`` no other entry dominates (directions from ``objectives``)."""
+    signs = [1.0 if o.direction == "maximize" else -1.0 for o in objectives]
+    scored = {k: [s * x for s, x in zip(signs, v, strict=True)] for k, v in values.items()}
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x >= y for x, y in zip(a, b, strict=True)) and a != b
+
+    return [k for k, v in scored.items()
+            if not any(dominates(w, v) for j, w in scored.items() if j != k)]
 
 
 # ------------------------------------------------------------------------------ rows
@@ -559,6 +683,8 @@ def _row(trial_id: str, params: dict[str, Any] | None, result: dict[str, Any] | 
                            "seconds": result.get("time_total_s")}
     if ID_GUIDED_ATTR in params:
         row[ID_GUIDED_ATTR] = params.pop(ID_GUIDED_ATTR)
+    if ENQUEUED_ATTR in params:
+        row[ENQUEUED_ATTR] = params.pop(ENQUEUED_ATTR)
     row.update({f"param/{k}": v for k, v in params.items()})
     row.update({k: v for k, v in result.items()
                 if k not in _TUNE_KEYS and not k.startswith("config/")

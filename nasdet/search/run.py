@@ -1,13 +1,21 @@
-"""``run_search``: the main job, whatever the backend; then the report."""
+"""``run_search``: the main job, whatever the backend; then the report.
+
+The terminal gets only nasdet's own lines (the drivers' header and trial lines, errors);
+what the libraries print while the search runs goes to ``<work_dir>/search.log`` and
+each trial's ``trial.log`` (see :func:`nasdet.utils.output.output_to`).
+"""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from nasdet.errors import NasdetError
 from nasdet.search.config import load_search_config
+from nasdet.search.optuna_driver import SEARCH_LOG
+from nasdet.utils.output import output_to, output_to_folder_log
 
 
 def run_search(
@@ -46,19 +54,35 @@ def run_search(
     Returns:
         ``{"rows": [...], "report": Path, "elapsed_s": float}``.
     """
+    work_dir = Path(work_dir).absolute()
+    # Validating builds models (checkpoint warnings): into search.log, which exists
+    # only once the config is valid (a bad config leaves no work dir behind).
+    with output_to_folder_log(work_dir, SEARCH_LOG):
+        config = load_search_config(config_path, n_trials=n_trials)
+        work_dir.mkdir(parents=True, exist_ok=True)
+    with output_to(work_dir / SEARCH_LOG) as terminal:
+        return _run(config, work_dir, terminal, backend=backend, storage=storage,
+                    study_name=study_name, resume=resume, address=address,
+                    cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                    keep_checkpoints=keep_checkpoints, data_root=data_root,
+                    cfg_options=cfg_options)
+
+
+def _run(config, work_dir: Path, out: TextIO, *, backend: str, storage: str | None,
+         study_name: str | None, resume: bool, address: str | None, cpus_per_trial: float,
+         gpus_per_trial: float, keep_checkpoints: bool, data_root: str | Path | None,
+         cfg_options: dict[str, Any] | None) -> dict[str, Any]:
     from nasdet.report import write_search_report
 
-    config = load_search_config(config_path, n_trials=n_trials)
-    work_dir = Path(work_dir).absolute()
     start = time.perf_counter()
-    ensure_pretrained(config)
+    ensure_pretrained(config, out=out)
     study = None
     if backend == "optuna":
         from nasdet.search.optuna_driver import OptunaSearch, trial_rows
 
         driver = OptunaSearch(config, work_dir, storage=storage, study_name=study_name,
                               resume=resume, keep_checkpoints=keep_checkpoints,
-                              data_root=data_root, cfg_options=cfg_options)
+                              data_root=data_root, cfg_options=cfg_options, out=out)
         study = driver.run()
         rows = trial_rows(study, config)
         name = driver.study_name
@@ -71,7 +95,7 @@ def run_search(
         driver = RaySearch(config, work_dir, address=address, cpus_per_trial=cpus_per_trial,
                            gpus_per_trial=gpus_per_trial, resume=resume,
                            keep_checkpoints=keep_checkpoints, study_name=study_name,
-                           data_root=data_root, cfg_options=cfg_options)
+                           data_root=data_root, cfg_options=cfg_options, out=out)
         driver.run()
         rows = driver.rows()
         name = driver.study_name
@@ -85,8 +109,12 @@ def run_search(
     return {"rows": rows, "report": report, "elapsed_s": elapsed}
 
 
-def ensure_pretrained(config) -> Path | None:
+def ensure_pretrained(config, out: TextIO | None = None) -> Path | None:
     """Run the config's ``pretrain`` section once: skipped when its checkpoint exists.
+
+    Args:
+        config: The search config.
+        out: Where its two lines go (default ``sys.stdout``).
 
     Returns:
         The checkpoint, or None when the config has no ``pretrain`` section.
@@ -98,10 +126,11 @@ def ensure_pretrained(config) -> Path | None:
         return ckpt
     from nasdet.train.pretrain import pretrain
 
-    print(f"[search] pre-training the source backbone once: {ckpt}", flush=True)
+    out = out or sys.stdout
+    print(f"[search] pre-training the source backbone once: {ckpt}", file=out, flush=True)
     options = {k: config.pretrain[k] for k in ("epochs", "batch_size", "lr") if k in config.pretrain}
     result = pretrain(config.pretrain["source"], work_dir=ckpt.parent, filename=ckpt.name,
                       **options)
     print(f"[search] source task top-1 {result.val_top1:.3f} "
-          f"({result.train_seconds:.0f} s)", flush=True)
+          f"({result.train_seconds:.0f} s)", file=out, flush=True)
     return result.checkpoint

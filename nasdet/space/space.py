@@ -330,12 +330,21 @@ class SearchSpace:
             raise NasdetError("search space file not found", file=path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise NasdetError("not a YAML text file (not UTF-8)", file=path) from None
         except yaml.YAMLError as exc:
-            where = getattr(exc, "problem_mark", None)
-            line = f" (line {where.line + 1})" if where is not None else ""
-            raise NasdetError(
-                f"not valid YAML{line}: {getattr(exc, 'problem', exc)}", file=path
-            ) from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+            if "constructor for the tag '" in problem:
+                tag = problem.split("'")[1].replace("tag:yaml.org,2002:", "!!")
+                message = (f"YAML tag {tag}{where}: tags like !!python/... are not allowed "
+                           "(plain values, lists and mappings only)")
+            else:
+                ctx, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+                ctx = f" ({ctx} from line {cmark.line + 1})" if ctx and cmark else ""
+                message = f"not valid YAML{where}: {problem}{ctx}"
+            raise NasdetError(message, file=path) from None
         if data is None:
             raise NasdetError("the file is empty", file=path)
         return cls(data, file=path, cache_file=cache_file)
@@ -736,12 +745,13 @@ class SearchSpace:
                 file=self._fname,
                 key=strategy_dim.key,
             )
-            # A searched key beats the strategy fragment's static part (e.g. a searched
-            # lr over the fine-tuning fragments' lr=0.02): set it again.
-            static = transfer_module().load_fragment(values[strategy_dim.name])[2]
+            # Precedence base < strategy < searched values: a searched key beats what the
+            # strategy wrote (e.g. a searched lr over the fine-tuning lr=0.02), so every
+            # cfg_key is set again where the strategy left its parent in place.
             for name, value in values.items():
                 dim = by_name[name]
-                if dim.cfg_key and _has_path(static, dim.cfg_key):
+                parent = dim.cfg_key.rpartition(".")[0] if dim.cfg_key else None
+                if dim.cfg_key and (not parent or get_path(cfg, parent) is not None):
                     _set_path(cfg, dim.cfg_key, value)
         return cfg
 

@@ -58,8 +58,10 @@ class StudyOptions:
     """What the study runs.
 
     Args:
-        i_config: Config of I (declares a ``finetune``-family transfer with a checkpoint).
-        s_config: Config of S (declares ``scratch``).
+        i_config: Config of I, a ``finetune``-family strategy written in full with its
+            ``transfer`` record (``configs/study/*_I.py``); its checkpoint is the backbone's
+            ``init_cfg``.
+        s_config: Config of S (``scratch``, written in full with its record).
         work_dir: Output directory.
         seeds: Training seeds of every model.
         epochs: I's training epochs (None: its config's); S and D get S's
@@ -121,29 +123,34 @@ def _check_options(opts: StudyOptions) -> None:
 
 
 def _declared_transfer(path: Path, expected: tuple[str, ...], key: str) -> dict[str, Any]:
-    """The ``transfer`` a study config declares, read without applying it."""
-    from mmengine.config import Config
+    """The ``transfer`` record of a study config (checked before anything trains).
+
+    A bare declaration without ``fragment`` is refused here, by :func:`load_config`, so a
+    study never pre-trains a backbone for a config it cannot train.
+    """
+    from nasdet.train import load_config
 
     if not path.is_file():
         raise NasdetError("config file not found", file=path, key=key)
-    raw = Config.fromfile(str(path))
-    declared = raw.get("transfer")
-    if not isinstance(declared, dict) or declared.get("type") not in expected:
+    record = load_config(path).get("transfer")
+    if not isinstance(record, dict) or record.get("type") not in expected:
         raise NasdetError(
-            f"the study needs a config declaring transfer=dict(type=...) with type in "
-            f"{list(expected)} (see configs/study/), got {declared!r}", file=path,
+            f"the study needs a config written in full with a transfer record of type in "
+            f"{list(expected)} (see configs/study/), got {record!r}", file=path,
             key=f"{key} transfer")
-    return dict(declared)
+    return dict(record)
 
 
 def _i_checkpoint(opts: StudyOptions, work_dir: Path, progress: bool) -> str:
     """I's backbone: given, pre-trained here before, the config's, or pre-trained now."""
-    from nasdet.train.transfer import STRATEGIES, is_url
+    from mmengine.config import Config
+
+    from nasdet.train.transfer import STRATEGIES, is_url, pretrained_checkpoint
 
     i_path = Path(opts.i_config)
-    declared = _declared_transfer(
+    _declared_transfer(
         i_path, tuple(n for n, s in STRATEGIES.items() if s.needs_checkpoint), "--i-config")
-    ckpt = opts.checkpoint or declared.get("checkpoint")
+    ckpt = opts.checkpoint or pretrained_checkpoint(Config.fromfile(str(i_path)))
     target = work_dir / "pretrain" / "backbone.pth"
     if not opts.checkpoint and target.is_file():
         # Pre-trained here by an earlier invocation: later seeds fine-tune the same
@@ -153,8 +160,6 @@ def _i_checkpoint(opts: StudyOptions, work_dir: Path, progress: bool) -> str:
         return str(ckpt) if is_url(str(ckpt)) else str(Path(ckpt).absolute())
     if opts.checkpoint:
         raise NasdetError("checkpoint file not found", file=opts.checkpoint, key="--checkpoint")
-    from mmengine.config import Config
-
     from nasdet.train.pretrain import pretrain
 
     source = Config.fromfile(str(i_path))
@@ -171,8 +176,9 @@ def _check_finished_i_runs(runs: Path, ckpt: str) -> None:
     from mmengine.config import Config
 
     for done in sorted(runs.glob("I_seed*/run.json")):
-        used = (Config.fromfile(str(done.parent / "config.py")).get("transfer") or {}).get(
-            "checkpoint")
+        from nasdet.train.transfer import pretrained_checkpoint
+
+        used = pretrained_checkpoint(Config.fromfile(str(done.parent / "config.py")))
         if used and str(used) != ckpt:
             raise NasdetError(
                 f"{done.parent.name} of this study was fine-tuned from {used}, this "
@@ -186,11 +192,11 @@ def _load(path: str | Path, opts: StudyOptions, extra: dict[str, Any]):
     return load_config(path, cfg_options={**opts.cfg_options, **extra})
 
 
-def _schedule(cfg, epochs: int | None, factor: float = 1.0):
-    from nasdet.train.transfer import set_schedule_length
+def _schedule(cfg, epochs: int | None):
+    from nasdet.train.transfer import set_training_length
 
     if epochs is not None:
-        set_schedule_length(cfg, max(1, round(epochs * factor)))
+        set_training_length(cfg, epochs)  # times the config's schedule rule (S: 2x)
     return cfg
 
 
@@ -317,10 +323,10 @@ def run_pretraining_study(opts: StudyOptions, *, report_dir: str | Path | None =
     ckpt = _i_checkpoint(opts, work_dir, progress)
     runs = work_dir / "runs"
     _check_finished_i_runs(runs, ckpt)
-    i_cfg = _schedule(_load(opts.i_config, opts, {"transfer.checkpoint": ckpt}), opts.epochs)
-    s_cfg = _load(opts.s_config, opts, {})
-    factor = float(s_cfg.transfer.get("schedule_factor", 1.0))
-    _schedule(s_cfg, opts.epochs, factor)
+    from nasdet.train.transfer import set_pretrained_checkpoint
+
+    i_cfg = _schedule(set_pretrained_checkpoint(_load(opts.i_config, opts, {}), ckpt), opts.epochs)
+    s_cfg = _schedule(_load(opts.s_config, opts, {}), opts.epochs)
     cfgs = {"I": i_cfg, "S": s_cfg}
     jobs = [(str(_prepare_run(cfgs[m], runs / f"{m}_seed{s}", s, opts)), m, s)
             for s in opts.seeds for m in ("I", "S")]

@@ -17,25 +17,28 @@ def load_config(
     cfg_options: dict[str, Any] | None = None,
     work_dir: str | Path | None = None,
 ) -> Config:
-    """Read a config file, apply ``--cfg-options`` and settle the work dir.
+    """Read a config file, apply ``--cfg-options`` last and settle the work dir.
 
     Args:
         path: Python/YAML config (may inherit ``mmdet::`` bases).
-        cfg_options: ``key.sub=value`` overrides, as mmengine's ``DictAction`` parses them.
+        cfg_options: ``key.sub=value`` overrides, as mmengine's ``DictAction`` parses them;
+            merged last, over everything the file says (see :func:`merge_cfg_options`).
         work_dir: Overrides ``cfg.work_dir``; default ``work_dirs/<config stem>``.
 
-    A config may declare a transfer strategy that is not applied yet,
-    ``transfer = dict(type='finetune', checkpoint=PATH, **params)`` (the I vs S
-    baselines in ``configs/study/`` do): it is applied here through
-    :func:`nasdet.train.transfer.apply_transfer`, after ``cfg_options``, so every tool
-    trains the combined config. Applied strategies record their ``fragment`` and are
-    left as they are.
+    The config is what ``Config.fromfile`` reads, as MMDetection's ``tools/train.py``
+    sees it: nothing is applied behind its back. A transfer strategy is written in full
+    (``configs/transfer/*.py``, ``configs/study/*.py``); its ``transfer`` dict is a
+    record (with ``fragment``) that is never re-applied. A bare declaration
+    ``transfer = dict(type=..., ...)`` without ``fragment``, which MMDetection would
+    ignore and so train the base, is refused (:func:`apply_declared_transfer` converts
+    one).
 
     Returns:
         The merged config, with ``work_dir`` made absolute.
 
     Raises:
-        NasdetError: missing or unparsable file, a declared strategy that cannot apply.
+        NasdetError: missing or unparsable file, an unapplied transfer declaration, a
+            ``transfer.*`` option.
     """
     path = Path(path)
     if not path.is_file():
@@ -44,9 +47,19 @@ def load_config(
         cfg = Config.fromfile(str(path))
     except Exception as exc:  # mmengine raises several types for a broken config
         raise NasdetError(f"cannot read config: {type(exc).__name__}: {exc}", file=path) from None
+    declared = cfg.get("transfer")
+    if isinstance(declared, dict) and "fragment" not in declared:
+        name = declared.get("type")
+        raise NasdetError(
+            f"declares transfer strategy {name!r} without applying it: MMDetection's "
+            "tools/train.py would ignore it and train the base config. Write the "
+            f"strategy's keys in full (as configs/transfer/{name}.py and configs/study/ "
+            "do), or dump nasdet.train.config.apply_declared_transfer(Config.fromfile(FILE))",
+            file=path,
+            key="transfer",
+        )
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    cfg = apply_declared_transfer(cfg)
+        merge_cfg_options(cfg, cfg_options)
     if work_dir is not None:
         cfg.work_dir = str(work_dir)
     elif cfg.get("work_dir") is None:
@@ -55,8 +68,66 @@ def load_config(
     return cfg
 
 
+def merge_cfg_options(cfg: Config, options: dict[str, Any]) -> Config:
+    """Merge a user's ``key.sub=value`` overrides into ``cfg``: they win over everything.
+
+    Under transfer wrappers (``model=dict(type='L2SPDetector', detector=...)``) a
+    ``model.<key>`` that the wrapper lacks and the wrapped detector has goes to the
+    detector (``model.backbone.frozen_stages`` -> ``model.detector.backbone...``), so
+    options written for the plain detector mean the same on a wrapped one.
+
+    Args:
+        cfg: Config to edit in place.
+        options: The overrides (mmengine's ``DictAction`` output).
+
+    Returns:
+        The same config.
+
+    Raises:
+        NasdetError: a ``transfer.*`` key (the record of an applied strategy: setting it
+            would change nothing that trains).
+    """
+    from nasdet.train.transfer import WRAPPER_TYPES
+
+    out = {}
+    for key, value in options.items():
+        if key == "transfer" or key.startswith("transfer."):
+            raise NasdetError(
+                "transfer records how this config was made and is not applied; set the keys "
+                "the strategy wrote (model.backbone..., optim_wrapper..., train_cfg...) or "
+                "apply another strategy (nasdet.train.transfer.apply_transfer)",
+                file=cfg.filename, key=key)
+        parts = key.split(".")
+        model = cfg.get("model")
+        if parts[0] == "model" and len(parts) > 1:
+            prefix = ["model"]
+            while (isinstance(model, dict) and model.get("type") in WRAPPER_TYPES
+                   and parts[1] not in model and isinstance(model.get("detector"), dict)
+                   and parts[1] in model["detector"]):
+                prefix.append("detector")
+                model = model["detector"]
+            key = ".".join(prefix + parts[1:])
+        out[key] = value
+    cfg.merge_from_dict(out)
+    return cfg
+
+
 def apply_declared_transfer(cfg: Config) -> Config:
-    """Apply a config's own ``transfer = dict(type=..., ...)`` if it is not applied yet."""
+    """Convert a bare ``transfer = dict(type=..., ...)`` declaration into its full config.
+
+    The declaration is applied through :func:`nasdet.train.transfer.apply_transfer`;
+    ``cfg.dump()`` of the result is a config that MMDetection trains as nasdet does.
+    A config without a declaration, or with an applied record, is returned as it is.
+
+    Args:
+        cfg: A config as ``Config.fromfile`` reads it.
+
+    Returns:
+        The full config (a new object when a declaration was applied).
+
+    Raises:
+        NasdetError: a declared strategy that cannot apply, naming ``transfer.<key>``.
+    """
     declared = cfg.get("transfer")
     if not isinstance(declared, dict) or "fragment" in declared:
         return cfg
@@ -142,7 +213,9 @@ def prepare_data(cfg: Config, *, progress: bool = True) -> None:
         progress: Show a progress bar while generating.
 
     Raises:
-        NasdetError: a dataset root, annotation file or image folder that does not exist.
+        NasdetError: a dataset root, annotation file or image folder that does not exist;
+            an annotation file that does not parse, or (COCO) lacks a section or names an
+            image that is not on disk (:func:`nasdet.train.checks.check_annotation_file`).
     """
     spec = cfg.get("synthetic_data")
     if spec:
@@ -168,3 +241,11 @@ def prepare_data(cfg: Config, *, progress: bool = True) -> None:
                 raise NasdetError(
                     f"image folder {root / img} does not exist", file=cfg_file,
                     key=f"{key}.dataset.data_prefix.img")
+            if ann:
+                from nasdet.train.checks import check_annotation_file
+
+                # Parses, has COCO's sections, names only images on disk (cached per file).
+                check_annotation_file(
+                    root / ann, ds_type=ds.get("type"), test_mode=bool(ds.get("test_mode")),
+                    img_dir=root / img if img else None, file=cfg_file,
+                    key=f"{key}.dataset.ann_file", img_key=f"{key}.dataset.data_prefix.img")

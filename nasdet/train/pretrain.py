@@ -319,7 +319,7 @@ def pretrain(
     Raises:
         NasdetError: Missing data folders, unknown backbone, bad options.
     """
-    from tqdm import tqdm
+    from nasdet.utils.progress import progress as progress_bar
 
     if not isinstance(epochs, int) or epochs < 1:
         raise NasdetError(f"must be a positive integer, got {epochs!r}", key="--epochs")
@@ -350,7 +350,7 @@ def pretrain(
         t0 = time.perf_counter()
         seen = correct = 0
         loss_sum = 0.0
-        bar = tqdm(
+        bar = progress_bar(
             train_loader,
             desc=f"pretrain epoch {epoch}/{epochs}",
             unit="batch",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from nasdet.errors import NasdetError
-from nasdet.train.checks import check_model_types, check_work_dir
+from nasdet.train.checks import check_loops, check_model_types, check_work_dir
 from nasdet.train.config import prepare_data
 from nasdet.utils.checkpoint import (
     allow_mmengine_checkpoints,
@@ -68,6 +69,7 @@ def build_runner(
     resume: bool | str = False,
     amp: bool = False,
     progress: bool = True,
+    strict_load: bool = False,
 ) -> Runner:
     """Check ``cfg`` and build an mmengine Runner from it.
 
@@ -77,6 +79,8 @@ def build_runner(
             or a checkpoint path.
         amp: Train with automatic mixed precision (CUDA only).
         progress: Progress bar while generating the synthetic dataset.
+        strict_load: Every weight of the model must come from ``load_from`` (what
+            testing a checkpoint needs; fine-tuning may leave a new head random).
 
     Returns:
         The Runner, its model built and any checkpoint checked against it.
@@ -84,6 +88,7 @@ def build_runner(
     allow_mmengine_checkpoints()
     check_work_dir(cfg.work_dir)
     check_model_types(cfg)
+    check_loops(cfg)
     prepare_data(cfg, progress=progress)
     if amp:
         _enable_amp(cfg)
@@ -96,21 +101,33 @@ def build_runner(
     hooks = list(cfg.get("custom_hooks") or [])
     if not any(h.get("type") == "MetricsDumpHook" for h in hooks):
         cfg.custom_hooks = [*hooks, dict(type="MetricsDumpHook")]
+    existed = Path(cfg.work_dir).exists()
     runner = Runner.from_cfg(cfg)
-    if cfg.get("load_from"):
-        src = cfg.load_from
-        key = "--resume" if cfg.get("resume") else "load_from"
-        if not Path(src).is_file() and "://" not in str(src):
-            raise NasdetError("checkpoint not found", file=src, key=key)
-        if "://" not in str(src):
-            state = load_checkpoint_file(src)
-            skipped = check_state_dict_fits(
-                runner.model, state["state_dict"], file=src, strict=bool(cfg.get("resume")))
-            if skipped:
-                runner.logger.warning(
-                    f"{src}: {len(skipped)} entries have other shapes and are not loaded: "
-                    f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}")
+    try:
+        _check_load_from(runner, cfg, strict_load)
+    except NasdetError:
+        # Refused before any work: leave nothing of this run behind.
+        shutil.rmtree(cfg.work_dir if not existed else runner.log_dir, ignore_errors=True)
+        raise
     return runner
+
+
+def _check_load_from(runner: Runner, cfg: Config, strict_load: bool) -> None:
+    if not cfg.get("load_from"):
+        return
+    src = cfg.load_from
+    key = "--resume" if cfg.get("resume") else "load_from"
+    if not Path(src).is_file() and "://" not in str(src):
+        raise NasdetError("checkpoint not found", file=src, key=key)
+    if "://" not in str(src):
+        state = load_checkpoint_file(src)
+        skipped = check_state_dict_fits(
+            runner.model, state["state_dict"], file=src,
+            strict=bool(cfg.get("resume")) or strict_load)
+        if skipped:
+            runner.logger.warning(
+                f"{src}: {len(skipped)} entries have other shapes and are not loaded: "
+                f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}")
 
 
 def train(cfg: Config, *, resume: bool | str = False, amp: bool = False) -> dict[str, Any]:
@@ -145,7 +162,7 @@ def evaluate(cfg: Config, checkpoint: str | Path) -> dict[str, Any]:
     cfg.resume = False
     for key in ("train_dataloader", "train_cfg", "optim_wrapper", "param_scheduler"):
         cfg.pop(key, None)  # testing needs no training data on disk
-    runner = build_runner(cfg)
+    runner = build_runner(cfg, strict_load=True)  # a half-random model is no result
     return dict(runner.test())
 
 

@@ -414,7 +414,7 @@ def measure_spectra(
         NasdetError: A pattern matching no module, a layer whose output has no channel
             dimension, or a selected layer that never ran during the forward.
     """
-    from tqdm.auto import tqdm
+    from nasdet.utils.progress import progress as progress_bar
 
     if full_forward is None:
         full_forward = needs_full_forward(model, layers)
@@ -423,7 +423,7 @@ def measure_spectra(
     device = next(model.parameters()).device
     flags = {m: m.training for m in model.modules()}
     model.eval()
-    bar = tqdm(total=total_images, desc=desc, unit="img", disable=not progress, leave=False)
+    bar = progress_bar(total=total_images, desc=desc, unit="img", disable=not progress, leave=False)
     try:
         with torch.no_grad(), SpectrumProbe(model, layers, stride=stride,
                                             max_positions=max_positions, seed=seed) as probe:
@@ -568,6 +568,11 @@ def analyze_checkpoints(
     n = min(int(num_images), len(dataset))
     if n == 0:
         raise NasdetError(f"the {split} dataset is empty", file=file, key=f"{split}_dataloader")
+    if n < int(num_images):
+        import sys
+
+        print(f"warning: {file}: --num-images: {int(num_images)} requested but the {split} "
+              f"split has {len(dataset)} images: using {n}", file=sys.stderr, flush=True)
     workers = int((cfg.get(f"{split}_dataloader") or {}).get("num_workers", 0) or 0)
 
     runs: list[dict[str, Any]] = []

@@ -1,13 +1,15 @@
 """Transfer strategies as config transformations, and comparing them on one detector.
 
-A strategy is a fragment in ``configs/transfer/<name>.py`` whose ``transfer`` dict names
-the strategy (``type``) and its parameters with their defaults; every other key of the
-fragment is merged into the detector config as it stands (mmengine's merge, ``_delete_``
-included). :func:`apply_transfer` merges a fragment into any base detector config and
-then runs the strategy's function, which makes the edits that depend on the base (the
-backbone's keys, the head types, the schedule length, wrapping the detector). The
-result is an ordinary config: ``cfg.dump(path)`` writes a standalone file that
-``tools/train.py`` retrains, with the applied strategy recorded under ``transfer``.
+A strategy is a function of a base config (:data:`STRATEGIES`) whose every edit is one
+MMDetection applies itself: ``init_cfg=dict(type='Pretrained')``, ``frozen_stages``,
+``norm_eval``, norm layers, optimizer and scheduler keys, registered wrapper models.
+``configs/transfer/<name>.py`` is the strategy written in full on the tiny detector (a
+plain mmengine config that trains as it stands with MMDetection's own tools), with a
+``transfer`` record of its parameters; :func:`apply_transfer` writes the same keys on
+any other base (the search space's transfer dimension, the comparison). The record is
+never re-applied; :func:`schedule_factor` reads its schedule rule, and
+:func:`set_training_length` is the one place where a requested length meets it.
+Precedence: base < strategy < searched values < the user's options.
 
 Built-in strategies (parameters and defaults are in the fragments and in
 :data:`STRATEGIES`):
@@ -68,7 +70,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
 
 from nasdet.errors import NasdetError
-from nasdet.models.transfer.loading import is_url, read_state_dict
+from nasdet.models.transfer.loading import check_state_fills, is_url, read_state_dict
 from nasdet.train.runner import train
 from nasdet.utils.io import atomic_write, atomic_write_json, atomic_write_text
 
@@ -212,6 +214,71 @@ def _base_checkpoint_hint(cfg: Config) -> str:
     return ""
 
 
+def _pretrained_entries(cfg: Config) -> list[dict]:
+    bb = detector_cfg(cfg.get("model") or {}).get("backbone") if cfg.get("model") else None
+    init = bb.get("init_cfg") if isinstance(bb, dict) else None
+    entries = init if isinstance(init, (list, tuple)) else [init]
+    return [e for e in entries if isinstance(e, dict) and e.get("type") == "Pretrained"]
+
+
+def pretrained_checkpoint(cfg: Config) -> str | None:
+    """The pretrained weights a config starts from, as MMDetection reads them.
+
+    The backbone's ``init_cfg=dict(type='Pretrained', checkpoint=...)`` (under transfer
+    wrappers too), else a feature-transfer teacher's ``teacher_checkpoint``.
+
+    Args:
+        cfg: The config.
+
+    Returns:
+        The checkpoint path or URL, None if the config starts from scratch.
+    """
+    entries = _pretrained_entries(cfg)
+    if entries:
+        return str(entries[0]["checkpoint"])
+    model = cfg.get("model")
+    while isinstance(model, dict):
+        if model.get("teacher_checkpoint"):
+            return str(model["teacher_checkpoint"])
+        model = model.get("detector")
+    return None
+
+
+def set_pretrained_checkpoint(cfg: Config, checkpoint: str | Path) -> Config:
+    """Point every pretrained entry of ``cfg`` (backbone, teacher, record) at ``checkpoint``.
+
+    Args:
+        cfg: Config to edit in place.
+        checkpoint: Path or URL.
+
+    Returns:
+        The same config.
+
+    Raises:
+        NasdetError: the config loads no pretrained weights.
+    """
+    found = False
+    for entry in _pretrained_entries(cfg):
+        entry["checkpoint"] = str(checkpoint)
+        found = True
+    model = cfg.get("model")
+    while isinstance(model, dict):
+        if model.get("teacher_checkpoint"):
+            model["teacher_checkpoint"] = str(checkpoint)
+            found = True
+        model = model.get("detector")
+    if not found:
+        raise NasdetError(
+            "the config loads no pretrained weights (no backbone init_cfg of type "
+            "'Pretrained', no teacher_checkpoint)",
+            file=cfg.filename,
+            key="model.backbone.init_cfg",
+        )
+    if isinstance(cfg.get("transfer"), dict) and cfg.transfer.get("checkpoint"):
+        cfg.transfer["checkpoint"] = str(checkpoint)
+    return cfg
+
+
 # ============================================================================ schedule
 def set_schedule_length(cfg: Config, length: int) -> Config:
     """Set the training length, scaling epoch-based scheduler bounds proportionally.
@@ -259,6 +326,59 @@ def set_schedule_length(cfg: Config, length: int) -> Config:
         if s.get("milestones"):
             s["milestones"] = [max(1, round(m * factor)) for m in s["milestones"]]
     return cfg
+
+
+def schedule_factor(cfg: Config) -> float:
+    """The schedule rule of the strategies ``cfg`` records: how many times a length.
+
+    A tool that sets the length of a run (a search stage's ``epochs``, ``--epochs`` of
+    the study and of the comparison) asks for epochs of the *base* recipe; a strategy
+    whose recipe trains longer multiplies them (``scratch``: ``schedule_factor``, mmdet's
+    "6x"). Strategies applied on top of one another (``transfer.previous``) multiply.
+
+    Args:
+        cfg: A config, with or without a ``transfer`` record.
+
+    Returns:
+        The multiplier (1.0 without a record or for strategies that keep the length).
+    """
+    factor = 1.0
+    record = cfg.get("transfer")
+    while isinstance(record, dict):
+        spec = STRATEGIES.get(record.get("type"))
+        if spec is not None and spec.schedule_key:
+            value = record.get(spec.schedule_key, spec.defaults()[spec.schedule_key])
+            factor *= float(value)
+        record = record.get("previous")
+    return factor
+
+
+def set_training_length(cfg: Config, epochs: int) -> int:
+    """Train ``epochs`` epochs of the base recipe, scaled by the config's schedule rule.
+
+    The one place where a requested length meets a strategy: the run gets
+    ``max(1, round(epochs * schedule_factor(cfg)))`` epochs (or iterations) and the
+    scheduler is rescaled with it (:func:`set_schedule_length`).
+
+    Args:
+        cfg: Config to edit in place.
+        epochs: Length in epochs of the base recipe.
+
+    Returns:
+        The length set.
+
+    Example:
+        >>> cfg = Config(dict(train_cfg=dict(max_epochs=16), transfer=dict(type='scratch',
+        ...     schedule_factor=6.0), param_scheduler=[dict(type='MultiStepLR', end=16,
+        ...     milestones=[12, 15])]))
+        >>> set_training_length(cfg, 2), cfg.param_scheduler[0].milestones
+        (12, [9, 11])
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise NasdetError(f"must be a positive integer, got {epochs!r}", key="epochs")
+    length = max(1, round(epochs * schedule_factor(cfg)))
+    set_schedule_length(cfg, length)
+    return length
 
 
 def scale_schedule(cfg: Config, factor: float) -> Config:
@@ -324,6 +444,7 @@ def scratch(
     neck = det.get("neck")
     if isinstance(neck, dict) and _accepts(neck.get("type"), "norm_cfg"):
         neck["norm_cfg"] = _cd(norm_cfg)
+    cfg.merge_from_dict({"optim_wrapper.paramwise_cfg.norm_decay_mult": 0.0})
     if gn_head:
         roi = det.get("roi_head")
         if isinstance(roi, dict):
@@ -353,6 +474,7 @@ def finetune(
     frozen_stages: int = 1,
     norm_eval: bool = True,
     prefix: str | None = None,
+    lr: float | None = 0.02,
 ) -> None:
     """Parameter transfer: start the backbone from ``checkpoint``.
 
@@ -363,12 +485,25 @@ def finetune(
         norm_eval: Keep BatchNorm statistics frozen (eval mode) while training.
         prefix: Take the backbone's keys under this prefix of the checkpoint (e.g.
             ``'backbone.'`` for a detector checkpoint); None for a backbone checkpoint.
+        lr: The optimizer's learning rate (None: the base's). mmdet's fine-tuning lr for
+            batch 16; a base tuned for training from scratch may use more (the tiny
+            detectors' 0.06), at which a detector started from pretrained weights
+            diverges (measured: loss_cls ~40, AP 0.000 after 8 epochs; 0.02: AP 0.115).
     """
     bb = _backbone(cfg, "finetune")
     _check_frozen_stages(bb, frozen_stages, "frozen_stages")
     _set_pretrained(bb, checkpoint, prefix)
     bb["frozen_stages"] = int(frozen_stages)
     bb["norm_eval"] = bool(norm_eval)
+    _set_lr(cfg, lr)
+
+
+def _set_lr(cfg: Config, lr: float | None) -> None:
+    if lr is None:
+        return
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise NasdetError(f"must be a positive number or None, got {lr!r}", key="lr")
+    cfg.merge_from_dict({"optim_wrapper.optimizer.lr": float(lr)})
 
 
 def _check_frozen_stages(bb: dict, k: int, key: str) -> None:
@@ -385,6 +520,7 @@ def freeze(
     k: int = 4,
     norm_eval: bool = True,
     prefix: str | None = None,
+    lr: float | None = 0.02,
 ) -> None:
     """``finetune`` with the stem and the first ``k`` stages frozen.
 
@@ -395,8 +531,9 @@ def freeze(
             feature extractor), 0 only the stem.
         norm_eval: Keep BatchNorm statistics frozen.
         prefix: See :func:`finetune`.
+        lr: See :func:`finetune`.
     """
-    finetune(cfg, checkpoint, frozen_stages=k, norm_eval=norm_eval, prefix=prefix)
+    finetune(cfg, checkpoint, frozen_stages=k, norm_eval=norm_eval, prefix=prefix, lr=lr)
 
 
 def _lift_preprocessor(old_model: dict) -> dict:
@@ -414,6 +551,7 @@ def feature_transfer(
     student_init: str = "scratch",
     teacher: dict | None = None,
     prefix: str | None = None,
+    lr: float | None = None,
 ) -> None:
     """Wrap the detector in a ``FeatureTransferDetector`` with a frozen pretrained teacher.
 
@@ -432,6 +570,10 @@ def feature_transfer(
             teacher), one with another ``type`` replaces it. ``out_indices`` is always
             the student's.
         prefix: Key prefix of the backbone in ``checkpoint`` (see :func:`finetune`).
+        lr: The optimizer's learning rate; None keeps the base's (the default student
+            trains from scratch, at the base's from-scratch lr: on the tiny detector, 8
+            epochs, lr 0.02 gave AP 0.027). With ``student_init='pretrained'`` use the
+            fine-tuning lr, 0.02.
     """
     from nasdet.models.transfer import LOSS_TYPES
 
@@ -458,7 +600,7 @@ def feature_transfer(
     if "frozen_stages" in teacher_cfg:
         teacher_cfg["frozen_stages"] = -1
     if student_init == "pretrained":
-        finetune(cfg, checkpoint, prefix=prefix)
+        finetune(cfg, checkpoint, prefix=prefix, lr=None)
     else:
         _strip_pretrained(bb)
         _set_from_scratch(bb)
@@ -474,6 +616,7 @@ def feature_transfer(
         loss_type=loss_type,
         **_lift_preprocessor(old),
     )
+    _set_lr(cfg, lr)
 
 
 def l2sp(
@@ -485,6 +628,7 @@ def l2sp(
     frozen_stages: int = 1,
     norm_eval: bool = True,
     prefix: str | None = None,
+    lr: float | None = 0.02,
 ) -> None:
     """``finetune`` plus L2-SP (Li, Grandvalet, Davoine, ICML 2018).
 
@@ -505,10 +649,12 @@ def l2sp(
         frozen_stages: As :func:`finetune` (frozen weights contribute nothing).
         norm_eval: As :func:`finetune`.
         prefix: As :func:`finetune`.
+        lr: As :func:`finetune`.
     """
     if not alpha >= 0:
         raise NasdetError(f"must be >= 0, got {alpha!r}", key="alpha")
-    finetune(cfg, checkpoint, frozen_stages=frozen_stages, norm_eval=norm_eval, prefix=prefix)
+    finetune(cfg, checkpoint, frozen_stages=frozen_stages, norm_eval=norm_eval, prefix=prefix,
+             lr=lr)
     paramwise = (cfg.get("optim_wrapper") or {}).get("paramwise_cfg") or {}
     custom = dict(paramwise.get("custom_keys") or {})
     rule = {**dict(custom.get("backbone", {})), **dict(custom.get("backbone.", {}))}
@@ -536,6 +682,7 @@ def reinit_top(
     frozen_stages: int = 1,
     norm_eval: bool = True,
     prefix: str | None = None,
+    lr: float | None = 0.02,
 ) -> None:
     """``finetune``, then re-initialise the top ``k`` backbone stages after loading.
 
@@ -549,8 +696,10 @@ def reinit_top(
         frozen_stages: As :func:`finetune`; must leave the top ``k`` stages trainable.
         norm_eval: As :func:`finetune`.
         prefix: As :func:`finetune`.
+        lr: As :func:`finetune`.
     """
-    finetune(cfg, checkpoint, frozen_stages=frozen_stages, norm_eval=norm_eval, prefix=prefix)
+    finetune(cfg, checkpoint, frozen_stages=frozen_stages, norm_eval=norm_eval, prefix=prefix,
+             lr=lr)
     n = num_backbone_stages(_backbone(cfg, "reinit_top"))
     if isinstance(k, bool) or not isinstance(k, int) or k < 1 or (n is not None and k > n):
         raise NasdetError(f"must be an integer in [1, {n or 'stages'}], got {k!r}", key="k")
@@ -574,11 +723,14 @@ class Strategy:
         name: Registered name (the fragment's ``transfer.type``).
         apply: ``apply(cfg, checkpoint, **params)`` edits ``cfg`` in place.
         needs_checkpoint: Whether it starts from pretrained weights.
+        schedule_key: The parameter that multiplies the schedule length (its schedule
+            rule, see :func:`schedule_factor`); None: the length is the base's.
     """
 
     name: str
     apply: Callable[..., None]
     needs_checkpoint: bool
+    schedule_key: str | None = None
 
     def defaults(self) -> dict[str, Any]:
         """The strategy's parameters and their defaults."""
@@ -590,7 +742,7 @@ class Strategy:
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
-        Strategy("scratch", scratch, False),
+        Strategy("scratch", scratch, False, schedule_key="schedule_factor"),
         Strategy("finetune", finetune, True),
         Strategy("freeze", freeze, True),
         Strategy("feature_transfer", feature_transfer, True),
@@ -608,7 +760,7 @@ def list_strategies() -> list[str]:
 # ============================================================================ apply
 def _fragment_path(strategy: str | Path) -> Path:
     text = str(strategy)
-    if text.endswith(".py") or "/" in text or Path(text).is_file():
+    if _is_fragment_file(text):
         path = Path(text)
         if not path.is_file():
             raise NasdetError("transfer fragment not found", file=path, key="strategy")
@@ -629,9 +781,21 @@ def load_fragment(strategy: str | Path) -> tuple[Path, dict[str, Any], dict[str,
     Args:
         strategy: A built-in name or a fragment file.
 
+    Two kinds of file. A *full config* (it has a ``model``: the shipped
+    ``configs/transfer/*.py``, which inherit the tiny detector and train as they stand
+    with MMDetection's own tools) is the strategy applied to its base; only its
+    ``transfer`` record (``type`` and parameters) carries over to another base, since
+    every key the strategy writes is a parameter of the strategy. A *partial fragment*
+    (no ``model``: ``transfer = dict(type=..., **params)`` plus keys merged as they
+    stand, e.g. an ``optim_wrapper``) is an input of :func:`apply_transfer` only.
+
+    Args:
+        strategy: A built-in name or a fragment file.
+
     Returns:
         ``(path, transfer, rest)``: the file, its ``transfer`` dict (``type`` and
-        parameters) and its other top-level keys (merged into the detector config).
+        parameters, ``fragment`` dropped) and the keys to merge into the detector config
+        (none for a full config).
     """
     path = _fragment_path(strategy)
     try:
@@ -640,7 +804,24 @@ def load_fragment(strategy: str | Path) -> tuple[Path, dict[str, Any], dict[str,
         raise NasdetError(f"cannot read fragment: {type(exc).__name__}: {exc}", file=path) from None
     data = frag.to_dict()
     transfer = dict(data.pop("transfer", None) or {})
+    transfer.pop("fragment", None)
+    if "model" in data:
+        data = {}
     return path, transfer, data
+
+
+def _is_fragment_file(strategy: str | Path) -> bool:
+    text = str(strategy)
+    return text.endswith(".py") or "/" in text or Path(text).is_file()
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the repository when it is inside (as the shipped configs say)."""
+    root = TRANSFER_CONFIG_DIR.parents[1]
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def _check_checkpoint(checkpoint: str, name: str) -> None:
@@ -666,8 +847,9 @@ def check_backbone_checkpoint(
 
     The check a detector's ``init_cfg=dict(type='Pretrained', ...)`` would otherwise
     only log at the start of training: wider checkpoints are sliced for
-    ``FlexResNet``; other shape differences, or a checkpoint with none of the
-    backbone's weights, raise. Missing and unexpected keys are logged.
+    ``FlexResNet``; other shape differences, or a checkpoint that would leave the
+    backbone mostly random (:func:`~nasdet.models.transfer.loading.check_state_fills`),
+    raise. Missing and unexpected keys are logged.
 
     Args:
         backbone: Backbone config (``init_cfg`` is ignored).
@@ -678,7 +860,7 @@ def check_backbone_checkpoint(
         The :class:`~nasdet.models.utils.SlicedLoadResult`.
 
     Raises:
-        NasdetError: Unreadable file, no matching weight, or unsliceable shapes.
+        NasdetError: Unreadable file, too few matching weights, or unsliceable shapes.
     """
     from mmdet.registry import MODELS
 
@@ -693,18 +875,13 @@ def check_backbone_checkpoint(
     cfg["init_cfg"] = None
     cfg.pop("pretrained", None)
     net = MODELS.build(cfg)
+    # The rule FlexResNet's init applies: refuse a checkpoint leaving the backbone mostly
+    # random (none of its weights, other kernels, under half of its elements).
+    check_state_fills(net, state, source=checkpoint, key="checkpoint")
     result = load_sliced_state_dict(
         net, state, strict_shapes=cfg.get("type") != "FlexResNet", source=checkpoint
     )
-    expected = [k for k in net.state_dict() if not k.endswith("num_batches_tracked")]
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    if expected and len(missing) == len(expected):
-        raise NasdetError(
-            "none of the backbone's weights are in the checkpoint (another architecture, or "
-            f"a prefix is needed, e.g. prefix='backbone.'); first expected key: {expected[0]}",
-            file=checkpoint,
-            key="checkpoint",
-        )
     for label, keys in (("missing", missing), ("unexpected", result.unexpected_keys)):
         if keys:
             print_log(
@@ -721,11 +898,20 @@ def apply_transfer(
 ) -> Config:
     """Combine a base detector config with a transfer strategy.
 
-    The fragment (``configs/transfer/<strategy>.py``, or the given file) is read; its
-    keys other than ``transfer`` are merged into a copy of ``cfg``; then the strategy
-    named by ``transfer.type`` edits the copy with the fragment's parameters overridden
-    by ``params``. The result records ``transfer=dict(type, checkpoint, fragment,
-    **params)`` and imports ``nasdet.models`` through ``custom_imports``.
+    The strategy named by the fragment's ``transfer.type`` edits a copy of ``cfg`` with
+    the fragment's parameters overridden by ``params`` (a partial fragment's other keys
+    are merged first, see :func:`load_fragment`). Every edit is one that MMDetection
+    applies itself (``init_cfg=dict(type='Pretrained')``, ``frozen_stages``,
+    ``norm_eval``, norm layers, optimizer and scheduler keys, registered wrapper models),
+    so the result trains the same under ``Runner.from_cfg(Config.fromfile(dumped))`` as
+    under nasdet's tools: ``configs/transfer/<name>.py`` is this function's output on
+    the tiny detector, written out. The result records ``transfer=dict(type,
+    checkpoint, fragment, **params)``, a record that nothing re-applies (it names the
+    strategy in tables and gives :func:`schedule_factor` its rule), and imports
+    ``nasdet.models`` through ``custom_imports``.
+
+    Precedence: ``cfg`` < the strategy. Keys a user sets on top (``--cfg-options``,
+    searched values) are merged after this function by its callers.
 
     All checks run here, before any training: unknown strategy or parameter, a missing
     checkpoint for a strategy that needs one, a local checkpoint that does not exist or
@@ -754,10 +940,12 @@ def apply_transfer(
             key="transfer.type",
         )
     spec = STRATEGIES[name]
+    # A built-in name asks for the strategy; the checkpoint its shipped config names
+    # belongs to that example run. A file of one's own may name its checkpoint.
+    named = transfer.pop("checkpoint", None) if _is_fragment_file(strategy) else None
+    transfer.pop("checkpoint", None)
     if checkpoint is None:
-        checkpoint = transfer.pop("checkpoint", None)
-    else:
-        transfer.pop("checkpoint", None)
+        checkpoint = named
     known = spec.defaults()
     merged = {**known, **transfer, **params}
     for key in merged:
@@ -779,6 +967,11 @@ def apply_transfer(
     if rest:
         out.merge_from_dict(rest)
     spec.apply(out, str(checkpoint) if checkpoint else None, **merged)
+    # A partial fragment's own keys say more than the strategy's defaults (a fragment's
+    # lr over the fine-tuning 0.02); its `model` keys went in before wrapping.
+    after = {k: v for k, v in rest.items() if k != "model"}
+    if after:
+        out.merge_from_dict(copy.deepcopy(after))
     if spec.needs_checkpoint and not is_url(str(checkpoint)):
         # The teacher has the base backbone's architecture; the student may be
         # another's only in norm layers, so checking the teacher covers both.
@@ -797,7 +990,7 @@ def apply_transfer(
     record = dict(
         type=name,
         checkpoint=str(checkpoint) if checkpoint and spec.needs_checkpoint else None,
-        fragment=str(path),
+        fragment=_shown_path(path),
         **{k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()},
     )
     previous = out.get("transfer")
@@ -877,7 +1070,8 @@ def strategy_needs_checkpoint(strategy: str | Path) -> bool:
     """Whether the strategy (name or fragment) starts from pretrained weights."""
     _, transfer, _ = load_fragment(strategy)
     spec = STRATEGIES.get(transfer.get("type"))
-    return bool(spec and spec.needs_checkpoint and not transfer.get("checkpoint"))
+    named = transfer.get("checkpoint") if _is_fragment_file(strategy) else None
+    return bool(spec and spec.needs_checkpoint and not named)
 
 
 def count_model_parameters(cfg: Config) -> tuple[int, int]:
@@ -1055,9 +1249,10 @@ def compare_transfer(
         strategies: Specs as :func:`parse_strategy_spec` reads them.
         checkpoint: Pretrained backbone weights for the strategies that need them.
         epochs: Training epochs of the base (scheduler scaled; ``scratch`` multiplies
-            it by its ``schedule_factor``).
+            it by its ``schedule_factor``, see :func:`set_training_length`).
         work_dir: Output directory (default ``work_dirs/compare_transfer/<base stem>``).
-        cfg_options: ``--cfg-options`` applied to the base.
+        cfg_options: ``--cfg-options``: applied to the base and again to each
+            strategy's config, so they win over what a strategy writes.
         resume: Skip strategies with a row in ``results.json``.
         seed: Random seed of every run (default: the base config's, else 0).
         pretrain_if_missing: Without ``checkpoint``, pre-train the base's backbone on
@@ -1071,16 +1266,17 @@ def compare_transfer(
     Returns:
         All rows of the table (finished earlier ones included when resuming).
     """
-    from nasdet.train.config import load_config
+    from nasdet.train.config import load_config, merge_cfg_options
 
     base = str(base)
+    given_cfg = base_cfg is not None
     if base_cfg is None:
         base_cfg = load_config(base, cfg_options=cfg_options)
     else:
         base_cfg = copy.deepcopy(base_cfg)
     out_dir = Path(work_dir or Path("work_dirs") / "compare_transfer" / Path(base).stem).absolute()
     if epochs is not None:
-        set_schedule_length(base_cfg, epochs)
+        set_training_length(base_cfg, epochs)  # strategies then apply their own rule
     if seed is None:
         seed = int((base_cfg.get("randomness") or {}).get("seed") or 0)
     base_cfg.randomness = ConfigDict({**dict(base_cfg.get("randomness") or {}), "seed": seed})
@@ -1111,6 +1307,8 @@ def compare_transfer(
     plans = []
     for label, strat, params in specs:
         cfg = apply_transfer(base_cfg, strat, checkpoint=checkpoint, **params)
+        if cfg_options and not given_cfg:
+            merge_cfg_options(cfg, cfg_options)  # the user's options win over the strategy
         cfg.work_dir = str(out_dir / label)
         trainable, total = count_model_parameters(cfg)
         plans.append((label, cfg, trainable, total))

@@ -11,6 +11,7 @@ torch's allowlist of safe globals; mmengine's own ``Runner(resume=True)`` and
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,70 @@ def allow_mmengine_checkpoints() -> None:
     _registered = True
 
 
+def checkpoint_file_kind(path: str | Path) -> str | None:
+    """Which format ``torch.save`` wrote ``path`` in, judged by its first bytes.
+
+    Args:
+        path: An existing file.
+
+    Returns:
+        ``'zip'`` (torch >= 1.6), ``'legacy'`` (the older pickle stream, which starts
+        with torch's magic number) or ``None`` for anything else (text, empty, an
+        image, a plain pickle, ...).
+    """
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04":
+        return "zip"
+    if head == b"\x80\x02\x8a\n":  # pickle protocol 2, then LONG1 of 10 bytes: the magic
+        return "legacy"
+    return None
+
+
+def _unpickling_detail(message: str) -> str:
+    """The informative line of torch's multi-line weights-only message."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    for line in lines:
+        if "GLOBAL" in line or line.startswith("Unsupported"):
+            return line
+    rest = [ln for ln in lines[1:] if not ln.startswith(("Check the documentation", "Please file"))]
+    return (rest or lines or ["unknown reason"])[-1]
+
+
+def check_checkpoint_file(path: str | Path, *, key: str | None = None) -> Path:
+    """Cheaply refuse what cannot be a checkpoint, before any work starts.
+
+    Reads four bytes: a tool checks its checkpoint arguments with it before building a
+    model or a work dir; :func:`load_checkpoint_file` checks the rest.
+
+    Args:
+        path: The file.
+        key: The option or argument naming it (``--resume``, ``CHECKPOINT``), if any.
+
+    Returns:
+        ``path`` as a path.
+
+    Raises:
+        NasdetError: a missing file, a directory, or a file in neither of the formats
+            ``torch.save`` writes.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise NasdetError("is a directory, not a checkpoint file", file=path, key=key)
+    if not path.is_file():
+        raise NasdetError("checkpoint file not found", file=path, key=key)
+    try:
+        kind = checkpoint_file_kind(path)
+    except OSError as exc:
+        raise NasdetError(f"cannot read the checkpoint ({exc.strerror or exc})", file=path,
+                          key=key) from None
+    if kind is None:
+        raise NasdetError(
+            "not a torch checkpoint: neither the zip archive nor the legacy format that "
+            "torch.save writes (a text, image, log or plain pickle file?)", file=path, key=key)
+    return path
+
+
 def load_checkpoint_file(path: str | Path, *, map_location: str = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True`` and the allowlist.
 
@@ -85,20 +150,26 @@ def load_checkpoint_file(path: str | Path, *, map_location: str = "cpu") -> dict
         is wrapped, a ``'model'`` entry is aliased).
 
     Raises:
-        NasdetError: missing file, or a file holding objects outside the allowlist.
+        NasdetError: missing file, a file that is not a torch checkpoint at all, or one
+            holding objects outside the allowlist.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise NasdetError("checkpoint file not found", file=path)
+    path = check_checkpoint_file(path)
     allow_mmengine_checkpoints()
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols it rarely sees
+            warnings.simplefilter("ignore", UserWarning)
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        detail = _unpickling_detail(str(exc))
+        if "GLOBAL" not in detail:
+            raise NasdetError(f"not a readable torch checkpoint ({detail})", file=path) from None
         raise NasdetError(
             "refused to load: the file holds objects outside nasdet's allowlist of safe "
-            f"types ({str(exc).splitlines()[0]})", file=path) from None
-    except (RuntimeError, EOFError) as exc:
-        raise NasdetError(f"not a readable checkpoint ({exc})", file=path) from None
+            f"types ({detail})", file=path) from None
+    except (RuntimeError, EOFError, ValueError, KeyError, OSError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise NasdetError(f"not a readable torch checkpoint ({detail}): truncated or corrupt?",
+                          file=path) from None
     if not isinstance(ckpt, dict):
         raise NasdetError(f"expected a dict, found {type(ckpt).__name__}", file=path)
     if "state_dict" in ckpt:

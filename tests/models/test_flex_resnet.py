@@ -312,17 +312,40 @@ def test_hooks_on_tied_positions():
 
 
 def test_tied_gradients_accumulate_over_uses():
-    net = FlexResNet(
-        block="basic",
-        depths=(1, 3),
-        widths=(8, 8),
-        out_indices=(1,),
-        unique_blocks=(1, 2),
-        norm_eval=False,
-    ).train()
-    net(torch.rand(2, 3, 32, 32))[0].sum().backward()
-    assert net.layer2[1].conv1.weight.grad is not None
-    assert len(list(net.parameters())) == len({id(p) for p in net.parameters()})
+    """A shared weight's gradient is the sum of what each of its uses receives."""
+    common = dict(block="basic", depths=(1, 4), widths=(8, 8), out_indices=(1,),
+                  norm_eval=False)
+    torch.manual_seed(0)
+    tied = FlexResNet(**common, unique_blocks=(1, 2)).train()  # layer2.1 runs at 1, 2, 3
+    untied = FlexResNet(**common).train()
+    src_sd = tied.state_dict()
+    sd = dict(src_sd)
+    for j in range(2, 4):
+        assert tied_source_index(j, 2) == 1
+        for name in untied.layer2[j].state_dict():
+            own = f"layer2.{j}.{name}"
+            sd[own] = src_sd[own] if own in src_sd else src_sd[f"layer2.1.{name}"]
+    untied.load_state_dict({k: v.clone() for k, v in sd.items()}, strict=True)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    tied(x)[0].square().sum().backward()
+    untied(x)[0].square().sum().backward()
+    assert len(list(tied.parameters())) == len({id(p) for p in tied.parameters()})
+
+    shared = [n for n, _ in tied.layer2[1].named_parameters()
+              if f"layer2.2.{n}" not in src_sd]
+    assert {"conv1.weight", "conv2.weight"} <= set(shared)
+    for name in shared:
+        got = tied.layer2[1].get_parameter(name).grad
+        uses = [untied.layer2[j].get_parameter(name).grad for j in (1, 2, 3)]
+        assert all(g is not None and g.abs().max() > 0 for g in uses), name
+        # The uses' gradients are the same kernels on the same values; only the order
+        # of adding the 3 of them may differ: |error| <= gamma_3 * sum |g_j|, u = 2^-24.
+        u = 2.0**-24
+        tol = 3 * u / (1 - 3 * u) * torch.stack(uses).abs().sum(0)
+        assert torch.all((got - sum(uses)).abs() <= tol), name
+        # Not just the last (or first) use: each use contributes a distinct gradient.
+        assert not torch.all((got - uses[-1]).abs() <= tol), name
+        assert not torch.all((got - uses[0]).abs() <= tol), name
 
 
 # --------------------------------------------------------------------------- sliced loading

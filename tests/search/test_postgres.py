@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.search.test_optuna_driver import FAST
 from tests.search.postgres_server import postgres_server, server_bin
+from tests.search.test_optuna_driver import FAST
 
 
 @pytest.fixture(scope="module")

@@ -190,5 +190,5 @@ def test_optuna_is_told_objectives_only_by_trials_that_ran_every_stage(tmp_path,
     searcher.on_trial_complete("raised", {**done, "stages_done": 1}, error=True)
     trials = searcher._ot_study.trials
     assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "PRUNED", "FAIL"]
-    assert trials[0].values == [5.0] if single else [5.0, 7.0]
+    assert trials[0].values == ([5.0] if single else [5.0, 7.0])
     assert trials[1].intermediate_values == {}  # NaN (no objective yet) is not reported

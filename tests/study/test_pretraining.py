@@ -24,13 +24,33 @@ def cls_root(tmp_path_factory) -> Path:
 
 
 def _study_configs(tmp: Path, root: Path) -> tuple[Path, Path]:
-    """Shrunk I and S configs declaring their transfer, as configs/study/ does."""
+    """Shrunk I and S configs written in full with their transfer records, as configs/study/."""
+    import torch
+    from mmdet.registry import MODELS
+
+    from nasdet.train.transfer import (
+        apply_transfer,
+        register_detection_modules,
+        set_pretrained_checkpoint,
+    )
+
+    base = shrink_config("tiny_faster_rcnn_synth.py", root, tmp / "work")
+    # apply_transfer checks the checkpoint against the backbone: give it one that fits,
+    # then point I at a file that does not exist (the study pre-trains it).
+    register_detection_modules()
+    fits = tmp / "fits.pth"
+    torch.save(MODELS.build(dict(base.model.backbone, init_cfg=None)).state_dict(), fits)
+    i_cfg = set_pretrained_checkpoint(
+        apply_transfer(base, "finetune", checkpoint=str(fits), frozen_stages=1),
+        tmp / "missing.pth")
+    fits.unlink()
+    s_cfg = apply_transfer(base, "scratch", norm="FlexGN", gn_head=False, schedule_factor=2.0)
+    bb = i_cfg.model.backbone
+    assert bb.init_cfg == dict(type="Pretrained", checkpoint=str(tmp / "missing.pth"))
+    assert bb.frozen_stages == 1 and bb.norm_eval is True and "fragment" in i_cfg.transfer
+    assert s_cfg.train_cfg.max_epochs == 2 * base.train_cfg.max_epochs
     paths = []
-    for name, transfer in (
-            ("I", dict(type="finetune", checkpoint=str(tmp / "missing.pth"), frozen_stages=1)),
-            ("S", dict(type="scratch", norm="FlexGN", gn_head=False, schedule_factor=2.0))):
-        cfg = shrink_config("tiny_faster_rcnn_synth.py", root, tmp / "work")
-        cfg.transfer = transfer
+    for name, cfg in (("I", i_cfg), ("S", s_cfg)):
         path = tmp / f"{name}.py"
         path.write_text(cfg.dump())
         paths.append(path)

@@ -10,7 +10,12 @@ import torch
 from mmengine.logging import MessageHub
 
 from nasdet.errors import NasdetError
-from nasdet.utils.checkpoint import check_state_dict_fits, load_checkpoint_file
+from nasdet.utils.checkpoint import (
+    check_checkpoint_file,
+    check_state_dict_fits,
+    checkpoint_file_kind,
+    load_checkpoint_file,
+)
 
 
 class _Evil:
@@ -78,3 +83,43 @@ def test_state_dict_rules_for_load_from_and_resume():
                               file="x.pth", strict=True)
     assert check_state_dict_fits(
         model, {f"module.{k}": v for k, v in own.items()}, file="x.pth", strict=True) == []
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"epoch 1: loss 0.51\nepoch 2: loss 0.47\n", "not a torch checkpoint"),  # a log
+    (b"", "not a torch checkpoint"),
+    (pickle.dumps({"w": [1.0, 2.0]}, protocol=4), "not a torch checkpoint"),  # plain pickle
+    (b"\x89PNG\r\n\x1a\n" + bytes(32), "not a torch checkpoint"),
+])
+def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path, content, words):
+    path = tmp_path / "ckpt.pth"
+    path.write_bytes(content)
+    with pytest.raises(NasdetError, match=words) as info:
+        load_checkpoint_file(path)
+    assert info.value.file == str(path)
+    assert "allowlist" not in str(info.value)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_truncated_checkpoint_is_unreadable_not_unsafe(tmp_path, legacy):
+    whole = tmp_path / "whole.pth"
+    torch.save({"state_dict": {"w": torch.arange(4096.0)}}, whole,
+               _use_new_zipfile_serialization=not legacy)
+    assert checkpoint_file_kind(whole) == ("legacy" if legacy else "zip")
+    assert torch.equal(load_checkpoint_file(whole)["state_dict"]["w"], torch.arange(4096.0))
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(NasdetError, match="not a readable torch checkpoint") as info:
+        load_checkpoint_file(cut)
+    assert info.value.file == str(cut) and "allowlist" not in str(info.value)
+
+
+def test_check_checkpoint_file_names_the_option(tmp_path):
+    with pytest.raises(NasdetError, match="is a directory") as info:
+        check_checkpoint_file(tmp_path, key="--resume")
+    assert info.value.key == "--resume"
+    with pytest.raises(NasdetError, match="checkpoint file not found"):
+        check_checkpoint_file(tmp_path / "absent.pth", key="CKPT")
+    good = tmp_path / "good.pth"
+    torch.save({"state_dict": {}}, good)
+    assert check_checkpoint_file(good) == good

@@ -90,7 +90,27 @@ def test_resume_from_another_detector_is_refused(trained, tiny_cfg):
 def test_fine_tuning_with_another_class_count_loads_the_rest(trained, tiny_cfg):
     cfg = tiny_cfg(**{"model.roi_head.bbox_head.num_classes": 3})
     cfg.load_from = str(Path(trained[0].work_dir) / "epoch_2.pth")
-    build_runner(cfg)  # classifier shapes differ; everything else fits: no error
+    runner = build_runner(cfg)  # classifier shapes differ; everything else fits: no error
+    saved = load_checkpoint_file(cfg.load_from)["state_dict"]
+    model = runner.model.state_dict()
+    before = {k: v.clone() for k, v in model.items()}
+    runner.load_or_resume()  # what Runner.train/test do first: loads `load_from`
+    model = runner.model.state_dict()
+    assert runner._has_loaded
+    mismatched = sorted(k for k in saved if k in model and saved[k].shape != model[k].shape)
+    # 4 -> 3 classes: the classifier (num_classes + 1 outputs) and the class-specific
+    # box regressor (4 per class) have other shapes.
+    assert mismatched == [f"roi_head.bbox_head.{layer}.{p}"
+                          for layer in ("fc_cls", "fc_reg") for p in ("bias", "weight")]
+    loaded = [k for k in saved if k in model and k not in mismatched]
+    assert len(loaded) == len(model) - len(mismatched)  # every other entry is in the file
+    changed = 0
+    for key in loaded:
+        assert torch.equal(model[key], saved[key]), key
+        changed += not torch.equal(before[key], saved[key])
+    assert changed > len(loaded) // 2  # weights were really replaced, not equal by chance
+    for key in mismatched:  # skipped: the new head keeps its own initialisation
+        assert torch.equal(model[key], before[key]), key
 
 
 def test_missing_dataset_path(tiny_cfg, tmp_path):

@@ -51,9 +51,52 @@ def test_every_strategy_has_a_fragment_stating_its_defaults():
     assert set(list_strategies()) == files == {
         "scratch", "finetune", "freeze", "feature_transfer", "l2sp", "reinit_top"}
     for name in list_strategies():
-        _, transfer, _ = load_fragment(name)
-        assert transfer.pop("type") == name
+        _, transfer, rest = load_fragment(name)
+        assert transfer.pop("type") == name and rest == {}  # a full config: nothing merged
+        transfer.pop("checkpoint")  # the example run's, not a default
         assert transfer == STRATEGIES[name].defaults(), name
+
+
+def _drop_scope(tree):
+    """``_scope_`` keys that mmdet:: bases add to their dicts (default_scope is mmdet)."""
+    if isinstance(tree, dict):
+        return {k: _drop_scope(v) for k, v in tree.items() if k != "_scope_"}
+    if isinstance(tree, (list, tuple)):
+        return [_drop_scope(v) for v in tree]
+    return tree
+
+
+SHIPPED = sorted([*TRANSFER_CONFIG_DIR.rglob("*.py"), *(CONFIGS / "study").glob("*.py")])
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(CONFIGS).as_posix())
+def test_shipped_strategy_configs_are_what_apply_transfer_writes(path, tmp_path, monkeypatch,
+                                                                 tiny_ckpt):
+    """configs/transfer/* and configs/study/* as mmengine reads them (what MMDetection
+    trains) equal apply_transfer of their record on their base: the same config, key for
+    key, whichever tool trains it."""
+    import ast
+    import shutil
+
+    from mmengine.config import Config
+
+    monkeypatch.chdir(tmp_path)  # the relative checkpoints the configs name, made here
+    for d in ("work_dirs/pretrain", "work_dirs/source_backbone"):
+        (tmp_path / d).mkdir(parents=True)
+        shutil.copy(tiny_ckpt, tmp_path / d / "backbone.pth")
+    shipped = Config.fromfile(str(path)).to_dict()
+    record = dict(shipped["transfer"])
+    assert record.pop("fragment") in {p.relative_to(REPO).as_posix() for p in SHIPPED}
+    line = next(x for x in path.read_text().splitlines() if x.startswith("_base_"))
+    base_file = (path.parent / ast.literal_eval(line.split("=", 1)[1].strip())).resolve()
+    if path.parent == TRANSFER_CONFIG_DIR or path.parent.parent == TRANSFER_CONFIG_DIR:
+        applied = apply_transfer(Config.fromfile(str(CONFIGS / "tiny_faster_rcnn_synth.py")),
+                                 path)  # the file as a strategy: its record's parameters
+    else:
+        name, checkpoint = record.pop("type"), record.pop("checkpoint")
+        applied = apply_transfer(Config.fromfile(str(base_file)), name,
+                                 checkpoint=checkpoint, **record)
+    assert _drop_scope(shipped) == _drop_scope(applied.to_dict())
 
 
 @pytest.mark.parametrize("path", COCO, ids=lambda p: p.stem)

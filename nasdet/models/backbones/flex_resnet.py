@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import pickle
 from collections.abc import Sequence
 
 import torch.utils.checkpoint as cp
@@ -18,11 +17,11 @@ from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmdet.registry import MODELS
 from mmengine.logging import print_log
 from mmengine.model import BaseModule, constant_init
-from mmengine.runner import CheckpointLoader
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasdet.errors import NasdetError
+from nasdet.models.transfer.loading import check_state_fills, read_state_dict
 from nasdet.models.utils.make_divisible import make_divisible
 from nasdet.models.utils.sliced_state_dict import SlicedLoadResult, load_sliced_state_dict
 
@@ -723,39 +722,35 @@ class FlexResNet(BaseModule):
     ) -> SlicedLoadResult:
         """Load a (possibly wider) ResNet checkpoint by the slicing rule.
 
+        Unlike MMDetection's ``Pretrained`` init, which only logs what did not fit, a
+        checkpoint that would leave the backbone mostly random is refused before
+        anything is copied (:func:`~nasdet.models.transfer.loading.check_state_fills`):
+        none of its weights present, convolutions of another kernel size, or less than
+        half of the backbone's weight elements present. Narrower tensors are refused by
+        :func:`~nasdet.models.utils.load_sliced_state_dict`.
+
         Args:
-            checkpoint: Path or URL understood by mmengine's ``CheckpointLoader``.
+            checkpoint: Path, or a URL understood by mmengine's ``CheckpointLoader``.
             prefix: Only keys starting with this (e.g. ``'backbone.'``), stripped.
             map_location: Where to load tensors.
 
         Returns:
             The :class:`~nasdet.models.utils.SlicedLoadResult`.
+
+        Raises:
+            NasdetError: naming the checkpoint file and ``init_cfg.checkpoint`` (or
+                ``init_cfg.prefix``).
         """
+        key = "init_cfg.checkpoint"
+        state = read_state_dict(checkpoint, prefix=prefix, key=key, prefix_key="init_cfg.prefix",
+                                map_location=map_location)
+        check_state_fills(self, state, source=checkpoint, key=key)
         try:
-            ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location=map_location)
-        except FileNotFoundError as err:
-            raise NasdetError(
-                "checkpoint file not found", file=checkpoint, key="init_cfg.checkpoint"
-            ) from err
-        except pickle.UnpicklingError as err:
-            raise NasdetError(
-                f"cannot read checkpoint: {err}", file=checkpoint, key="init_cfg.checkpoint"
-            ) from err
-        state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-        if not isinstance(state, dict):
-            raise NasdetError(
-                "checkpoint holds no state dict", file=checkpoint, key="init_cfg.checkpoint"
-            )
-        state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
-        if prefix:
-            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            if not state:
-                raise NasdetError(
-                    f"no key starts with prefix {prefix!r}", file=checkpoint, key="init_cfg.prefix"
-                )
-        result = load_sliced_state_dict(self, state, source=checkpoint)
+            result = load_sliced_state_dict(self, state, source=checkpoint)
+        except NasdetError as exc:  # a tensor narrower than the backbone's: name the option
+            raise NasdetError(f"{exc.key}: {exc.message}", file=checkpoint, key=key) from None
         for label, keys in (
-            ("missing", result.missing_keys),
+            ("missing", [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]),
             ("unexpected", result.unexpected_keys),
             ("sliced", result.sliced_keys),
         ):
