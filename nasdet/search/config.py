@@ -154,7 +154,9 @@ def load_search_config(path: str | Path, **overrides: Any) -> SearchConfig:
     Returns:
         The validated config. Every error names the file and the key.
     """
-    path = Path(path).absolute()
+    from nasdet.utils.resources import resolve_path
+
+    path = resolve_path(path, kind="configs").absolute()
     if not path.is_file():
         raise NasdetError("search config not found", file=path)
     try:
@@ -183,9 +185,9 @@ def load_search_config(path: str | Path, **overrides: Any) -> SearchConfig:
 
     if "space" not in raw:
         raise _fail(path, "space", "missing: the search space YAML to search")
-    space_path = (path.parent / str(raw["space"])).resolve()
-    if not space_path.is_file():
-        space_path = Path(str(raw["space"])).absolute()
+    # Next to this file, in the working directory, or shipped (nasdet::NAME).
+    space_path = resolve_path(str(raw["space"]), kind="search_spaces",
+                              relative_to=path.parent).absolute().resolve()
     if not space_path.is_file():
         raise _fail(path, "space", f"search space file not found: {raw['space']}")
 
@@ -230,7 +232,9 @@ def load_search_config(path: str | Path, **overrides: Any) -> SearchConfig:
         if not source.is_file():
             raise _fail(path, "pretrain.source", f"config not found: {pretrain['source']}")
         pretrain["source"] = str(source.resolve())
-        if pretrain.get("sha256") is not None:
+        if pretrain.get("sha256") is not None:  # a shipped one when not in the working dir
+            pretrain["checkpoint"] = str(resolve_path(str(pretrain["checkpoint"]),
+                                                      kind="checkpoints"))
             _check_pinned(path, pretrain, space_path)
     id_guided = None
     if raw.get("id_guided") is not None:

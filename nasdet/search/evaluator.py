@@ -126,10 +126,11 @@ class TrialEvaluator:
     def candidate_config(self, candidate: Any):
         """The candidate's full mmengine config, data root made absolute."""
         from nasdet.train import set_data_root
+        from nasdet.train.config import merge_cfg_options
 
         cfg = candidate.to_config()
-        if self.cfg_options:
-            cfg.merge_from_dict(self.cfg_options)
+        if self.cfg_options:  # model.backbone... reaches model.detector.backbone... too
+            merge_cfg_options(cfg, self.cfg_options)
         if self.data_root:  # the user's data: nothing to generate
             cfg.pop("synthetic_data", None)
         root = self.data_root or Path(str(cfg.get("data_root", "data"))).absolute()

@@ -216,6 +216,29 @@ def trial_line(number: int | str, state: str, what: str, *, stage: str | None,
             f"{took} | {done}/{n_trials} done | best {best} | {eta}{note}")
 
 
+def check_study(storage: optuna.storages.BaseStorage, url: str, study_name: str,
+                resume: bool) -> bool:
+    """Whether ``study_name`` exists in ``storage``; the same two errors for both backends.
+
+    Args:
+        storage: The opened storage.
+        url: Its URL (for the messages).
+        study_name: The study.
+        resume: Whether the search continues an existing study.
+
+    Raises:
+        NasdetError: The study exists without ``resume``, or is missing with it.
+    """
+    exists = study_name in {s.study_name for s in storage.get_all_studies()}
+    if exists and not resume:
+        raise NasdetError(
+            f"study '{study_name}' already exists in {url}; pass --resume to continue it "
+            "or --study-name for a new one", key="--study-name")
+    if resume and not exists:
+        raise NasdetError(f"no study '{study_name}' to resume in {url}", key="--resume")
+    return exists
+
+
 class OptunaSearch:
     """Run a search config with Optuna in this process.
 
@@ -256,14 +279,7 @@ class OptunaSearch:
     def open_study(self) -> optuna.Study:
         """Create (or with ``resume``, load) the study; clear errors for both mistakes."""
         storage = open_storage(self.storage_url)
-        exists = self.study_name in {s.study_name for s in storage.get_all_studies()}
-        if exists and not self.resume:
-            raise NasdetError(
-                f"study '{self.study_name}' already exists in {self.storage_url}; pass "
-                "--resume to continue it or --study-name for a new one", key="--study-name")
-        if self.resume and not exists:
-            raise NasdetError(f"no study '{self.study_name}' to resume in {self.storage_url}",
-                              key="--resume")
+        exists = check_study(storage, self.storage_url, self.study_name, self.resume)
         directions = [o.direction for o in self.config.objectives]
         stream: tuple[int, ...] = ()
         if exists:

@@ -22,6 +22,15 @@ Optuna is told a trial's objective values only when it finished every stage; a t
 stopped early or rejected by the space's budget is told as pruned, one that raised as
 failed, so proxy scores never stand in for an objective.
 
+The Optuna study lives in the same storage the Optuna driver uses (``storage``,
+default ``sqlite:///<work_dir>/study.db``) under the experiment's name, each trial
+with its params, values, intermediate scores and the user attributes the Optuna
+driver sets (``metrics``, ``trial_dir``, ``ended_at``, ``rejected``,
+``pruned_after``, ``fail_reason``) plus ``ray_trial_id`` and ``node_id``: the report's
+importances, ``optuna.load_study`` and optuna-dashboard read it as they read the
+Optuna backend's. A study of that name existing without ``resume`` (or missing with
+it) is the Optuna driver's error.
+
 With ``id_guided`` (see :mod:`nasdet.search.config`) the searcher reads a finished
 trial's ``id_widths.json`` (in its ``trial_dir``, so on a cluster the work dir must be
 shared) and enqueues the proposal in its Optuna study unless a trial with the same
@@ -39,6 +48,7 @@ Objective metrics not produced yet are NaN, as Tune wants every metric in every 
 Layout under ``work_dir`` (all paths absolute; trials never depend on their working
 directory)::
 
+    <work_dir>/study.db                    the Optuna study (default storage)
     <work_dir>/ray_results/<study name>/   Tune's experiment (restore from here)
     <work_dir>/trials/<Tune trial id>/     the evaluator's files of one trial, and
                                            trial.log: all it printed (mmengine, ...)
@@ -68,7 +78,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import optuna
 import ray
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune import Callback, ExperimentAnalysis
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -83,10 +95,12 @@ from nasdet.search.evaluator import (
     read_id_proposal,
 )
 from nasdet.search.optuna_driver import (
+    ENDED_AT_ATTR,
     ENQUEUED_ATTR,
     ID_GUIDED_ATTR,
     SEARCH_LOG,
     TRIAL_LOG,
+    check_study,
     enqueue_id_proposal,
     enqueue_listed,
     make_sampler,
@@ -94,8 +108,9 @@ from nasdet.search.optuna_driver import (
     stage_score,
     trial_line,
 )
+from nasdet.search.storage import default_storage_url, open_storage
 from nasdet.utils.output import output_to
-from nasdet.utils.ray_cluster import connect_ray
+from nasdet.utils.ray_cluster import RAY_ADDRESS_ENV, connect_ray, ray_target
 
 #: Keys every result of a trial carries besides the evaluator's metrics.
 BOOKKEEPING_KEYS = ("score", "fidelity", "stage", "stage_name", "stages_done", "node_id",
@@ -108,6 +123,8 @@ _TUNE_KEYS = {"training_iteration", "time_total_s", "time_this_iter_s", "timesta
 # Ray Tune snapshots its experiment state at most this often (seconds) unless the user
 # sets TUNE_GLOBAL_CHECKPOINT_S; Tune's own default ("auto") waits at least 10 s.
 SNAPSHOT_SECONDS = "2"
+#: User attribute of each Optuna trial: the Tune trial id that ran it.
+RAY_TRIAL_ATTR = "ray_trial_id"
 # Where the driver's own lines go while a search runs (None: sys.stdout).
 _terminal: list[TextIO] = []
 
@@ -272,8 +289,11 @@ class StageAwareOptunaSearch(TuneOptunaSearch):
         super().__init__(**kwargs)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        new = trial_id not in self._ot_trials
         params = super().suggest(trial_id)
         ot_trial = self._ot_trials.get(trial_id)
+        if new and ot_trial is not None:
+            ot_trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)
         source = ot_trial.user_attrs.get(ID_GUIDED_ATTR) if ot_trial is not None else None
         if params is not None and source is not None:
             params = {**params, ID_GUIDED_ATTR: source}
@@ -293,6 +313,12 @@ class StageAwareOptunaSearch(TuneOptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
         trial_dir = (result or {}).get("trial_dir")
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None:
+            # A trial told before the driver was killed is finished in the storage.
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                for key, value in _trial_attrs(result, error, self.n_stages).items():
+                    ot_trial.set_user_attr(key, value)
         if result is not None and (error or result.get("rejected")
                                    or result.get("stages_done") != self.n_stages):
             result = None  # no values: Optuna records PRUNED, or FAIL with ``error``
@@ -303,6 +329,35 @@ class StageAwareOptunaSearch(TuneOptunaSearch):
         if params is not None and enqueue_id_proposal(self._ot_study, params, trial_id):
             _say(f"[search] trial {trial_id} proposes ID-guided widths: enqueued (the next "
                  "trial runs it, if any is left)")
+
+
+def _trial_attrs(result: dict[str, Any] | None, error: bool,
+                 n_stages: int) -> dict[str, Any]:
+    """The user attributes an Optuna trial of this driver gets, as the Optuna driver's.
+
+    ``metrics`` (the evaluator's finite metrics), ``trial_dir``, ``candidate_key``,
+    ``node_id``, ``ended_at`` and, where they apply, ``rejected``, ``pruned_after`` and
+    ``fail_reason`` (a failed trial's reason is in its ``trial.log``).
+    """
+    result = result or {}
+    attrs: dict[str, Any] = {
+        "metrics": {k: float(v) for k, v in result.items()
+                    if k not in _TUNE_KEYS and k not in BOOKKEEPING_KEYS
+                    and not k.startswith("config/") and isinstance(v, (int, float))
+                    and not isinstance(v, bool) and math.isfinite(v)}}
+    for key in ("trial_dir", "candidate_key", "node_id"):
+        if result.get(key):
+            attrs[key] = result[key]
+    if result.get("stage_name"):
+        attrs[ENDED_AT_ATTR] = result["stage_name"]
+    if error:
+        where = Path(result["trial_dir"]) / TRIAL_LOG if result.get("trial_dir") else "Tune's log"
+        attrs["fail_reason"] = f"the trial raised (see {where})"
+    elif result.get("rejected"):
+        attrs["rejected"] = result["rejected"]
+    elif result.get("stages_done") != n_stages:
+        attrs["pruned_after"] = result.get("stage_name") or "-"
+    return attrs
 
 
 def fidelities(config: SearchConfig, reduction_factor: float) -> tuple[float, ...]:
@@ -340,10 +395,14 @@ class RaySearch:
         work_dir: Trials, Tune's results and reports go here; on a cluster it must be
             the same absolute path on every node (shared storage).
         address: Join an existing cluster (``HOST:PORT`` of its head, ``auto`` or
-            ``ray://HOST:PORT``); default: start Ray in this process on 127.0.0.1
-            without a dashboard. When Ray is already initialised in this process, that
+            ``ray://HOST:PORT``); default: the cluster ``RAY_ADDRESS`` names, if set,
+            else a private Ray in this process, listening on 127.0.0.1 only, without a
+            dashboard. When Ray is already initialised in this process, that
             connection is used (and left open); otherwise ``run`` disconnects (or stops
             the local Ray) when it ends.
+        storage: Optuna storage URL of the study Tune's searcher samples from and
+            records every trial in (default: ``sqlite:///<work_dir>/study.db``, as the
+            Optuna driver's); the study has the experiment's name.
         cpus_per_trial: CPUs Ray reserves for each trial.
         gpus_per_trial: GPUs Ray reserves for each trial (fractions share a GPU).
         max_concurrent: At most this many trials at once (default: as resources allow).
@@ -368,7 +427,8 @@ class RaySearch:
     """
 
     def __init__(self, config: SearchConfig, work_dir: str | Path, *,
-                 address: str | None = None, cpus_per_trial: float = 1,
+                 address: str | None = None, storage: str | None = None,
+                 cpus_per_trial: float = 1,
                  gpus_per_trial: float = 0, max_concurrent: int | None = None,
                  resume: bool = False, keep_checkpoints: bool = False,
                  study_name: str | None = None, data_root: str | Path | None = None,
@@ -381,6 +441,7 @@ class RaySearch:
         self.config = config
         self.work_dir = Path(work_dir).absolute()
         self.address = address
+        self.storage_url = storage or default_storage_url(self.work_dir)
         self.cpus_per_trial = cpus_per_trial
         self.gpus_per_trial = gpus_per_trial
         self.max_concurrent = max_concurrent
@@ -419,9 +480,13 @@ class RaySearch:
         """Run (or with ``resume``, finish) the search; return Tune's ``ResultGrid``.
 
         Raises:
-            NasdetError: ``--address`` unreachable, an experiment of this name exists
-                without ``resume``, or none exists with it.
+            NasdetError: ``--address`` unreachable, the storage cannot be opened, a
+                study or experiment of this name exists without ``resume``, or none
+                exists with it.
         """
+        # The Optuna driver's errors first: the same study names clash in one storage.
+        check_study(open_storage(self.storage_url, heartbeat=False), self.storage_url,
+                    self.study_name, self.resume)
         exists = tune.Tuner.can_restore(str(self.experiment_path))
         if exists and not self.resume:
             raise NasdetError(
@@ -429,8 +494,11 @@ class RaySearch:
                 f"{self.storage_path}; pass --resume to continue it or --study-name for a "
                 "new one", key="--study-name")
         if self.resume and not exists:
-            raise NasdetError(f"no Ray Tune experiment '{self.study_name}' to resume in "
-                              f"{self.storage_path}", key="--resume")
+            raise NasdetError(
+                f"no Ray Tune experiment '{self.study_name}' to resume in "
+                f"{self.storage_path} (study '{self.study_name}' in {self.storage_url} was "
+                "not run by the ray backend from this work dir: continue it with --backend "
+                "optuna --resume)", key="--resume")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         quiet = output_to(self.work_dir / SEARCH_LOG) if self.verbose <= 0 else \
             contextlib.nullcontext(sys.stdout)
@@ -451,11 +519,12 @@ class RaySearch:
                                            restart_errored=False)
             else:
                 tuner = self._tuner(trainable)
-            _say(f"[search] Ray Tune experiment '{self.study_name}' | storage "
-                 f"{self.experiment_path} | n_trials {self.config.n_trials} "
-                 f"({'resumed' if self.resume else 'new'}, "
+            _say(f"[search] study '{self.study_name}' | storage {self.storage_url} | "
+                 f"n_trials {self.config.n_trials} ({'resumed' if self.resume else 'new'}, "
                  f"{'ASHA' if self.early_stopping else 'no early stopping'}) | work dir "
                  f"{self.work_dir}")
+            _say(f"[search] Ray Tune experiment: {self.experiment_path}")
+            _say(self._ray_line())
             _say(f"[search] library output: {self.work_dir / SEARCH_LOG} and each trial's "
                  f"trials/<id>/{TRIAL_LOG}")
             start = time.perf_counter()
@@ -463,6 +532,7 @@ class RaySearch:
                       RAY_AIR_NEW_OUTPUT="0" if self.verbose <= 0 else None):
                 grid = tuner.fit()
             self.fit_seconds = time.perf_counter() - start
+            self._fail_orphans()
             return grid
         finally:
             self._disconnect()
@@ -478,7 +548,37 @@ class RaySearch:
         """
         return ray_trial_rows(self.experiment_path, self.config)
 
+    def load_study(self) -> optuna.Study:
+        """The search's Optuna study, read back from its storage (as any reader would)."""
+        return optuna.load_study(study_name=self.study_name,
+                                 storage=open_storage(self.storage_url, heartbeat=False))
+
+    def _fail_orphans(self) -> None:
+        """Fail this driver's trials still RUNNING once Tune finished (interrupted).
+
+        A killed driver may have asked the study for a trial after Tune's last snapshot;
+        the restored experiment does not know it, so nothing tells it. Marked as the
+        Optuna driver marks a trial its killed driver cut off (it does not count).
+        """
+        study = self.load_study()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if RAY_TRIAL_ATTR in t.user_attrs:
+                study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+
     # -- Ray ---------------------------------------------------------------------------
+    def _ray_line(self) -> str:
+        """The header line saying which Ray the trials run on."""
+        address, key = ray_target(self.address)
+        if not self.started_ray:
+            return "[search] Ray: the connection this process had already"
+        if key == RAY_ADDRESS_ENV:
+            return (f"[search] Ray: joined the cluster at {address} (from {RAY_ADDRESS_ENV}; "
+                    "--address overrides it)")
+        if address:
+            return f"[search] Ray: joined the cluster at {address}"
+        return "[search] Ray: private instance on 127.0.0.1 (this machine only, no dashboard)"
+
     def _connect(self) -> None:
         start = time.perf_counter()
         if connect_ray(self.address, verbose=self.verbose > 0):
@@ -502,17 +602,25 @@ class RaySearch:
         objectives = self.config.objectives
         n_stages = len(self.config.stages)
         guided = self.config.id_guided is not None
+        study = {"storage": open_storage(self.storage_url, heartbeat=False),
+                 "study_name": self.study_name}
         if self.config.multi_objective:
             searcher = StageAwareOptunaSearch(
                 n_stages, id_guided=guided,
                 space=SpaceSampler(self.config.space_path), sampler=make_sampler(self.config),
                 metric=[o.metric for o in objectives],
-                mode=[_mode(o.direction) for o in objectives])
+                mode=[_mode(o.direction) for o in objectives], **study)
         else:
             searcher = StageAwareOptunaSearch(
                 n_stages, id_guided=guided,
                 space=SpaceSampler(self.config.space_path), sampler=make_sampler(self.config),
-                metric=objectives[0].metric, mode=_mode(objectives[0].direction))
+                metric=objectives[0].metric, mode=_mode(objectives[0].direction), **study)
+        ot_study = searcher._ot_study  # as the Optuna driver labels its study
+        ot_study.set_metric_names([o.metric for o in objectives])
+        ot_study.set_user_attr("search_config", str(self.config.path))
+        ot_study.set_user_attr("work_dir", str(self.work_dir))
+        ot_study.set_user_attr("backend", "ray")
+        ot_study.set_user_attr("ray_experiment", str(self.experiment_path))
         enqueue_listed(searcher._ot_study, self.config)  # the config's enqueue list first
         if self.early_stopping:
             fid = fidelities(self.config, self.reduction_factor)

@@ -41,10 +41,11 @@ def run_search(
         work_dir: Trials, storage and report go here (absolute paths inside).
         backend: ``optuna`` (in-process) or ``ray`` (Ray Tune, local or ``address``).
         n_trials: Overrides the config's ``n_trials``.
-        storage: Optuna storage URL (optuna backend).
+        storage: Optuna storage URL, both backends (default: SQLite in ``work_dir``).
         study_name: Study / experiment name (default: config file stem).
         resume: Continue an interrupted search.
-        address: Ray cluster address (ray backend).
+        address: Ray cluster address (ray backend; default: ``RAY_ADDRESS``, if set,
+            else a private Ray on 127.0.0.1).
         cpus_per_trial: Ray resources per trial.
         gpus_per_trial: Ray resources per trial.
         keep_checkpoints: Keep trials' checkpoints.
@@ -87,17 +88,16 @@ def _run(config, work_dir: Path, out: TextIO, *, backend: str, storage: str | No
         rows = trial_rows(study, config)
         name = driver.study_name
     elif backend == "ray":
-        if storage:
-            raise NasdetError("the ray backend keeps its results under --work-dir; "
-                              "--storage is for the optuna backend", key="--storage")
         from nasdet.search.ray_driver import RaySearch
 
-        driver = RaySearch(config, work_dir, address=address, cpus_per_trial=cpus_per_trial,
-                           gpus_per_trial=gpus_per_trial, resume=resume,
-                           keep_checkpoints=keep_checkpoints, study_name=study_name,
-                           data_root=data_root, cfg_options=cfg_options, out=out)
+        driver = RaySearch(config, work_dir, address=address, storage=storage,
+                           cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                           resume=resume, keep_checkpoints=keep_checkpoints,
+                           study_name=study_name, data_root=data_root,
+                           cfg_options=cfg_options, out=out)
         driver.run()
-        rows = driver.rows()
+        rows = driver.rows()  # Tune's rows: where each trial ran, as well
+        study = driver.load_study()  # importances from the storage, as for optuna
         name = driver.study_name
     else:
         raise NasdetError(f"unknown backend {backend!r} (optuna or ray)", key="--backend")

@@ -27,7 +27,7 @@ def default_storage_url(work_dir: str | Path) -> str:
     return f"sqlite:///{Path(work_dir).absolute() / 'study.db'}"
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url``.
 
     Args:
@@ -35,6 +35,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             ``mysql://...``) or a journal file (``journal:///path.log`` or any path
             ending in ``.log``/``.jsonl``), which several workers may share on one
             machine or a shared file system.
+        heartbeat: RDB storages beat a heartbeat for each running trial (the Optuna
+            driver's ``study.optimize``); off for ask-and-tell drivers (Ray Tune's
+            searcher), whose interrupted trials are failed by the driver itself.
 
     Returns:
         The storage.
@@ -50,15 +53,18 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             return optuna.storages.JournalStorage(backend)
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return _rdb_storage(url)
+        return _rdb_storage(url, heartbeat=heartbeat)
     except Exception as exc:  # SQLAlchemy, drivers and OS errors all end up here
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NasdetError(f"cannot open storage {url!r}: {first}", key="--storage") from None
 
 
-def _rdb_storage(url: str, retries: int = 5) -> optuna.storages.RDBStorage:
+def _rdb_storage(url: str, retries: int = 5, *,
+                 heartbeat: bool = True) -> optuna.storages.RDBStorage:
     """``RDBStorage(url)``, retried while another worker creates the same new schema."""
     def connect() -> optuna.storages.RDBStorage:
+        if not heartbeat:
+            return optuna.storages.RDBStorage(url)
         return optuna.storages.RDBStorage(
             url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
 

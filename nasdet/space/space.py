@@ -52,6 +52,7 @@ from nasdet.space.targets import (
     lookup_target,
 )
 from nasdet.utils.io import atomic_write_text
+from nasdet.utils.resources import data_root, is_shipped_name, resolve_path
 
 if TYPE_CHECKING:
     from mmengine.config import Config
@@ -60,8 +61,9 @@ if TYPE_CHECKING:
 
 __all__ = ["REPO_ROOT", "Candidate", "SearchSpace"]
 
-#: The repository root (``configs/``, ``search_spaces/``), for relative ``base`` paths.
-REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The root of the shipped ``configs/`` and ``search_spaces/`` (the repository in a
+#: checkout, ``nasdet/.mim`` in an installed wheel), for relative ``base`` paths.
+REPO_ROOT = data_root()
 
 
 def _canonical(params: Mapping[str, Any]) -> str:
@@ -325,7 +327,7 @@ class SearchSpace:
             >>> space.name, space.input_size
             ('tiny_synth', (128, 128))
         """
-        path = Path(path)
+        path = resolve_path(path, kind="search_spaces")
         if not path.is_file():
             raise NasdetError("search space file not found", file=path)
         try:
@@ -370,6 +372,8 @@ class SearchSpace:
         fname = self._fname
         if not isinstance(base, str) or not base:
             raise error_at("required: the base config (a path or mmdet::...)", fname, "base")
+        if is_shipped_name(base):
+            base = str(resolve_path(base, kind="configs"))
         if "::" in base:
             try:
                 from mmengine.hub import get_config
@@ -866,15 +870,6 @@ def _set_path(cfg: Any, path: str, value: Any) -> None:
         parent[int(leaf)] = value
     else:
         parent[leaf] = value
-
-
-def _has_path(tree: Any, path: str) -> bool:
-    """Whether the dotted ``path`` exists in nested mappings ``tree``."""
-    for part in path.split("."):
-        if not isinstance(tree, Mapping) or part not in tree:
-            return False
-        tree = tree[part]
-    return True
 
 
 def transfer_module() -> Any | None:

@@ -20,7 +20,9 @@ def load_config(
     """Read a config file, apply ``--cfg-options`` last and settle the work dir.
 
     Args:
-        path: Python/YAML config (may inherit ``mmdet::`` bases).
+        path: Python/YAML config (may inherit ``mmdet::`` bases); ``nasdet::NAME`` or a
+            relative path missing here names a shipped config
+            (:func:`nasdet.utils.resources.resolve_path`).
         cfg_options: ``key.sub=value`` overrides, as mmengine's ``DictAction`` parses them;
             merged last, over everything the file says (see :func:`merge_cfg_options`).
         work_dir: Overrides ``cfg.work_dir``; default ``work_dirs/<config stem>``.
@@ -40,7 +42,9 @@ def load_config(
         NasdetError: missing or unparsable file, an unapplied transfer declaration, a
             ``transfer.*`` option.
     """
-    path = Path(path)
+    from nasdet.utils.resources import resolve_path
+
+    path = resolve_path(path, kind="configs")
     if not path.is_file():
         raise NasdetError("config file not found", file=path)
     try:
@@ -108,7 +112,13 @@ def merge_cfg_options(cfg: Config, options: dict[str, Any]) -> Config:
                 model = model["detector"]
             key = ".".join(prefix + parts[1:])
         out[key] = value
-    cfg.merge_from_dict(out)
+    for key, value in out.items():  # one at a time, so an error names its key
+        try:
+            cfg.merge_from_dict({key: value})
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise NasdetError(f"cannot set this option: {first}", file=cfg.filename or None,
+                              key=f"--cfg-options {key}") from None
     return cfg
 
 

@@ -73,12 +73,13 @@ from nasdet.errors import NasdetError
 from nasdet.models.transfer.loading import check_state_fills, is_url, read_state_dict
 from nasdet.train.runner import train
 from nasdet.utils.io import atomic_write, atomic_write_json, atomic_write_text
+from nasdet.utils.resources import data_root
 
 if TYPE_CHECKING:
     from nasdet.models.utils import SlicedLoadResult
 
 #: Where the built-in strategy fragments live.
-TRANSFER_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "transfer"
+TRANSFER_CONFIG_DIR = data_root() / "configs" / "transfer"  # shipped (nasdet/.mim when installed)
 
 #: Model types that wrap a detector config under ``detector``.
 WRAPPER_TYPES = ("FeatureTransferDetector", "L2SPDetector", "ReinitDetector")

@@ -444,3 +444,110 @@ def test_pretrained_init_cfg_slices(tmp_path, resnet18_state):
     )
     with pytest.raises(NasdetError, match="not found"):
         missing.init_weights()
+
+
+# --------------------------------------------------------------------------- pretrained checks
+def _small_net(**init) -> FlexResNet:
+    """Basic blocks (1, 1), widths (8, 16), stem 8: 6200 weight elements by hand.
+
+    stem 8*3*7*7 + 4*8 = 1208; layer1 2*(8*8*9 + 4*8) = 1216; layer2 16*8*9 + 16*16*9
+    + 16*8 (downsample) + 3*4*16 (three norms) = 3776.
+    """
+    return FlexResNet(block="basic", depths=(1, 1), widths=(8, 16), stem_channels=8,
+                      out_indices=(1,), **init)
+
+
+def _snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def _unchanged(net: nn.Module, before: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+
+
+def test_pretrained_checkpoint_without_a_matching_weight_is_refused(tmp_path):
+    net = _small_net()
+    assert sum(v.numel() for k, v in net.state_dict().items()
+               if not k.endswith("num_batches_tracked")) == 1208 + 1216 + 3776
+    before = _snapshot(net)
+    other = tmp_path / "classifier.pth"
+    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}}, other)
+    with pytest.raises(NasdetError, match="none of the backbone's weights") as err:
+        net.load_pretrained(str(other))
+    assert err.value.file == str(other) and err.value.key == "init_cfg.checkpoint"
+    assert "\n" not in str(err.value) and _unchanged(net, before)
+    # A detector checkpoint read without its prefix: the message says which prefix.
+    det = tmp_path / "detector.pth"
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in before.items()}}, det)
+    with pytest.raises(NasdetError, match=r"prefix='backbone\.'") as err:
+        net.load_pretrained(str(det))
+    assert err.value.key == "init_cfg.checkpoint"
+    net.load_pretrained(str(det), prefix="backbone.")  # with it, everything loads
+    with pytest.raises(NasdetError, match="no key starts with prefix") as err:
+        net.load_pretrained(str(det), prefix="neck.")
+    assert err.value.key == "init_cfg.prefix"
+
+
+@pytest.mark.parametrize("layers,percent,ok", [
+    (("conv1.", "bn1.", "layer1."), 39, False),  # (1208 + 1216) / 6200 = 39.1%
+    (("conv1.", "bn1.", "layer1.", "layer2.0.bn", "layer2.0.downsample."), 44, False),
+    (("layer2.",), 61, True),  # 3776 / 6200 = 60.9%
+    (("conv1.", "bn1.", "layer1.", "layer2.0.conv1."), 58, True),  # 3576 / 6200
+])
+def test_pretrained_checkpoint_filling_under_half_is_refused(tmp_path, layers, percent, ok):
+    torch.manual_seed(0)
+    source = {k: torch.randn(v.shape) if v.is_floating_point() else v
+              for k, v in _small_net().state_dict().items()}
+    path = tmp_path / "part.pth"
+    torch.save({"state_dict": {k: v for k, v in source.items() if k.startswith(layers)}}, path)
+    net = _small_net(init_cfg=dict(type="Pretrained", checkpoint=str(path)))
+    if not ok:
+        before = _snapshot(net)
+        with pytest.raises(NasdetError, match=f"only {percent}% of FlexResNet's weight") as err:
+            net.load_pretrained(str(path))
+        assert err.value.file == str(path) and err.value.key == "init_cfg.checkpoint"
+        assert _unchanged(net, before)
+        return
+    net.init_weights()
+    for key, value in net.state_dict().items():
+        if key.startswith(layers) and value.is_floating_point():
+            assert torch.equal(value, source[key]), key
+        elif value.is_floating_point():
+            assert not torch.equal(value, source[key]), key  # kept its own initialisation
+
+
+def test_pretrained_checkpoint_of_other_blocks_is_refused(tmp_path, resnet18_state):
+    path = tmp_path / "r18.pth"
+    torch.save({"state_dict": resnet18_state}, path)
+    net = FlexResNet(depth=50)  # bottlenecks: layer1.0.conv1 is 1x1 where ResNet-18 has 3x3
+    before = _snapshot(net)
+    with pytest.raises(NasdetError, match=r"layer1\.0\.conv1\.weight: kernel \(3, 3\) in the "
+                                          r"checkpoint vs \(1, 1\)") as err:
+        net.load_pretrained(str(path))
+    assert err.value.file == str(path) and err.value.key == "init_cfg.checkpoint"
+    assert _unchanged(net, before)
+
+
+def test_pretrained_checkpoint_narrower_than_the_backbone_names_the_option(
+        tmp_path, resnet18_state):
+    path = tmp_path / "r18.pth"
+    torch.save({"state_dict": resnet18_state}, path)
+    net = FlexResNet(depth=18, widths=(64, 128, 256, 1024))
+    with pytest.raises(NasdetError, match=r"layer4\.0\.conv1\.weight: cannot slice") as err:
+        net.load_pretrained(str(path))
+    assert err.value.file == str(path) and err.value.key == "init_cfg.checkpoint"
+
+
+def test_pretrained_checkpoint_is_read_by_the_safe_reader(tmp_path):
+    text = tmp_path / "notes.pth"
+    text.write_text("not weights\n")
+    with pytest.raises(NasdetError, match="not a torch checkpoint") as err:
+        _small_net().load_pretrained(str(text))
+    assert err.value.file == str(text) and err.value.key == "init_cfg.checkpoint"
+    import datetime
+
+    bad = tmp_path / "pickled.pth"  # a class outside the allowlist: weights_only refuses it
+    torch.save({"state_dict": {}, "meta": datetime.date(2020, 1, 1)}, bad)
+    with pytest.raises(NasdetError, match="allowlist") as err:
+        _small_net().load_pretrained(str(bad))
+    assert err.value.key == "init_cfg.checkpoint"

@@ -125,6 +125,10 @@ CASES: dict[str, tuple[str, Callable[[Env], tuple[list[str], list[Path]]], list[
         "train", lambda e: ([str(e.good), "--cfg-options", "train_cfg.max_epoch=2",
                              "--work-dir", str(e.tmp / "w12")], [e.tmp / "w12"]),
         ["good.py: train_cfg.max_epoch: EpochBasedTrainLoop takes no argument 'max_epoch'"]),
+    "cfg-options key under a number": (
+        "train", lambda e: ([str(e.good), "--cfg-options", "train_cfg.max_epochs.x=1",
+                             "--work-dir", str(e.tmp / "w14")], [e.tmp / "w14"]),
+        ["good.py: --cfg-options train_cfg.max_epochs.x: cannot set this option"]),
     "checkpoint of another detector to test": (
         "test", lambda e: ([str(e.good), str(_retina_ckpt(e)), "--work-dir",
                             str(e.tmp / "w13")], [e.tmp / "w13"]),

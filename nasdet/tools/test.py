@@ -1,0 +1,47 @@
+"""Evaluate a trained checkpoint on the config's test split (COCO metrics).
+
+    python tools/test.py configs/tiny_faster_rcnn_synth.py work_dirs/.../epoch_8.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nasdet.cli import add_config_options, run_tool
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="config file")
+    parser.add_argument("checkpoint", help="checkpoint file")
+    add_config_options(parser)
+    args = parser.parse_args(argv)
+    from nasdet.utils.checkpoint import check_checkpoint_file
+
+    check_checkpoint_file(args.checkpoint, key="CHECKPOINT")  # before any work dir is made
+
+    from pathlib import Path
+
+    from nasdet.train import evaluate, load_config
+    from nasdet.utils.output import output_to_folder_log
+
+    cfg = load_config(args.config, cfg_options=args.cfg_options, work_dir=args.work_dir)
+    # The Runner's and pycocotools' output (hook table, COCO tables) goes to the work
+    # dir's test.log: the terminal gets the metrics below, or an error's one line.
+    with output_to_folder_log(cfg.work_dir, "test.log"):
+        metrics = evaluate(cfg, args.checkpoint)
+    print("test metrics (COCO AP as fractions, pycocotools):")
+    for key, value in metrics.items():
+        print(f"  {key:28s} {value:.4f}")
+    print(f"log: {Path(cfg.work_dir) / 'test.log'}")
+    return 0
+
+
+def run() -> None:
+    """The ``nasdet-test`` command."""
+    sys.exit(run_tool(main))
+
+
+if __name__ == "__main__":
+    run()
