@@ -30,7 +30,7 @@ quiet_pip() {
 }
 
 stamp="$venv/.nasdet-install-stamp"
-inputs_hash="$( (cat "$repo/pyproject.toml" "$repo/scripts/install.sh"; echo "$torch_spec"; echo "${NASDET_SKIP_TORCH:-}") | sha256sum | cut -c1-16)"
+inputs_hash="$( (cat "$repo/pyproject.toml" "$repo/setup.py" "$repo/MANIFEST.in" "$repo/scripts/install.sh"; echo "$torch_spec"; echo "${NASDET_SKIP_TORCH:-}") | sha256sum | cut -c1-16)"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$inputs_hash" ]]; then
   exit 0
 fi

@@ -254,3 +254,45 @@ def test_relative_and_shipped_names_match_the_checkout(installed, capsys):
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [
         f"error: {installed.purelib / 'nasdet/.mim/configs/nonexistent.py'}: config file not found"]
+
+
+_LOAD_SEARCH_CONFIGS = """
+import json, sys
+from pathlib import Path
+from nasdet.errors import NasdetError
+from nasdet.search.config import load_search_config
+from nasdet.utils.resources import data_root
+
+def norm(text):
+    for root in (str(data_root()), str(Path.cwd())):
+        text = text.replace(root, "<root>")
+    return text
+
+out = {}
+for name in sys.argv[1:]:
+    try:
+        c = load_search_config("nasdet::search/" + name)
+        pretrain = dict(c.pretrain or {})
+        if "checkpoint" in pretrain:  # as the search uses it
+            pretrain["checkpoint"] = str(Path(pretrain["checkpoint"]).absolute())
+        out[name] = norm(json.dumps({"space": str(c.space_path), "n_trials": c.n_trials,
+                                     "stages": [s.name for s in c.stages],
+                                     "pretrain": pretrain}, sort_keys=True))
+    except NasdetError as exc:
+        out[name] = "error: " + norm(str(exc))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_shipped_search_configs_load_from_an_empty_directory_as_in_the_checkout(installed):
+    """Spaces, pre-training sources and pinned checkpoints resolve inside the wheel."""
+    names = sorted(p.name for p in (REPO / "configs/search").glob("*.yaml"))
+    here = subprocess.run([sys.executable, "-c", _LOAD_SEARCH_CONFIGS, *names], cwd=REPO,
+                          capture_output=True, text=True, env=_env(), check=True)
+    there = subprocess.run([str(installed.python), "-c", _LOAD_SEARCH_CONFIGS, *names],
+                           cwd=installed.empty, capture_output=True, text=True, env=_env(),
+                           check=True)
+    checkout, wheel = json.loads(here.stdout), json.loads(there.stdout)
+    assert wheel == checkout
+    assert any(not v.startswith("error: ") for v in wheel.values()), wheel

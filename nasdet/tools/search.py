@@ -4,6 +4,7 @@
     python tools/search.py configs/search/tiny_synth.yaml --resume
     python tools/search.py CONFIG --storage postgresql://user@host/db --study-name s1
     python tools/search.py CONFIG --backend ray --address HEAD_IP:6379 --cpus-per-trial 4
+    RAY_ADDRESS=HEAD_IP:6379 python tools/search.py CONFIG --backend ray
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", help="dataset root for every candidate")
     parser.add_argument("--backend", choices=("optuna", "ray"), default="optuna")
     parser.add_argument("--n-trials", type=int, help="override the config's n_trials")
-    parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in the work dir)")
+    parser.add_argument("--storage", help="Optuna storage URL, both backends (default: "
+                        "sqlite:///WORK_DIR/study.db)")
     parser.add_argument("--study-name", help="default: the config's file stem")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted search")
-    parser.add_argument("--address", help="Ray cluster to join (ray backend), e.g. 10.0.0.1:6379")
+    parser.add_argument("--address", help="Ray cluster to join (ray backend), e.g. "
+                        "10.0.0.1:6379; default: RAY_ADDRESS if set, else a private Ray "
+                        "on 127.0.0.1")
     parser.add_argument("--cpus-per-trial", type=float, default=1)
     parser.add_argument("--gpus-per-trial", type=float, default=0)
     parser.add_argument("--keep-checkpoints", action="store_true")
