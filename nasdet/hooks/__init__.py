@@ -2,5 +2,7 @@
 
 from nasdet.hooks.eigenspectrum import EigenspectrumHook, classify_dynamics
 from nasdet.hooks.metrics_dump import MetricsDumpHook
+from nasdet.hooks.trial_report import TrialReportHook, trial_reporter
 
-__all__ = ["EigenspectrumHook", "MetricsDumpHook", "classify_dynamics"]
+__all__ = ["EigenspectrumHook", "MetricsDumpHook", "TrialReportHook", "classify_dynamics",
+           "trial_reporter"]

@@ -4,8 +4,13 @@ A search config is a YAML file (read with ``yaml.safe_load``)::
 
     space: ../../search_spaces/tiny_synth.yaml   # relative to this file
     n_trials: 8
-    sampler: {type: tpe, seed: 0}                # tpe | nsga2 | random
-    pruner: {type: median, n_startup_trials: 2}  # median | none (single objective)
+    sampler: {type: tpe, seed: 0}                # tpe | nsga2 | random, or any class
+                                                 # of optuna.samplers by name, with its
+                                                 # arguments: {type: GPSampler,
+                                                 # n_startup_trials: 5}, {type: CmaEsSampler}
+    pruner: {type: median, n_startup_trials: 2}  # median | none, or any class of
+                                                 # optuna.pruners: {type: HyperbandPruner,
+                                                 # min_resource: 1, max_resource: 6}
     cfg_options: {train_dataloader.dataset.indices: 192}  # for every candidate
     pretrain:                                  # once, before the first trial, if the
       source: ../tiny_faster_rcnn_synth.py     # checkpoint (relative to the working
@@ -24,13 +29,29 @@ A search config is a YAML file (read with ``yaml.safe_load``)::
       - {type: proxy, proxies: [id_mean, params], num_images: 8, report: id_mean}
       #   (report: null records the proxies without reporting one to the pruner)
       - {type: train, name: short, epochs: 2}    # the same run, continued by
-      - {type: train, name: full, epochs: 6}     # the next train stage
+      - {type: train, name: full, epochs: 6,     # the next train stage; with
+         report_every_epoch: true}               # report_every_epoch it validates after
+                                                 # every epoch and reports each to the
+                                                 # pruner (default false: once, at its end)
+
+Pruning (single objective): train stages report the first objective at the step
+``epoch`` (epochs trained so far in the trial's one run, counted across train stages:
+stage 2's first epoch after stage 1's 2 epochs is step 3), so Optuna's median,
+successive-halving and Hyperband pruners and Ray Tune's ASHA compare trials epoch by
+epoch. A proxy stage's ``report`` proxy is a rung of its own, never a step of that
+axis: a trial whose proxy is worse (in the first objective's direction) than the
+median of the complete trials' (after ``pruner.n_startup_trials`` of them, default 2;
+the Ray driver: ASHA's cutoff, the top ``1 / reduction_factor``) is pruned after the
+proxy stage; ``pruner: {type: none}`` turns both off. Proxy scores are recorded as
+trial user attributes ``proxy/<name>``. A named sampler gets ``sampler.seed`` (else
+``seed``) when it takes a ``seed`` argument.
 
 Metrics a trial produces (and objectives may name): ``params`` (unique trainable
 parameters, count), ``macs`` (multiply-accumulates at the space's input size, count),
 ``proxy/<name>`` (each proxy's score), ``ap`` and ``ap50`` (COCO bbox mAP and mAP@0.5
 of the last finished train stage, fractions in [0, 1]), and ``<stage>/ap``,
-``<stage>/ap50`` per train stage.
+``<stage>/ap50`` per train stage; ``epochs`` (training epochs run so far, after the
+candidate's strategy scaled the schedule) is recorded, not an objective.
 
 ID-guided widths (optional): the seed paper's one-shot rule "stage widths proportional
 to the measured ID of a trained model", iterated inside the search. A trial measures
@@ -64,8 +85,11 @@ import yaml
 from nasdet.errors import NasdetError
 
 STAGE_TYPES = ("complexity", "proxy", "train")
+#: Short names; any class of ``optuna.samplers`` / ``optuna.pruners`` works by its name too.
 SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("median", "none")
+SAMPLER_ALIASES = {"tpe": "TPESampler", "nsga2": "NSGAIISampler", "random": "RandomSampler"}
+PRUNER_ALIASES = {"median": "MedianPruner", "none": "NopPruner"}
 _TOP_KEYS = {"space", "n_trials", "sampler", "pruner", "objectives", "stages", "seed",
              "cfg_options", "pretrain", "id_guided", "enqueue"}
 _ID_GUIDED_KEYS = {"dimension", "metric", "budget", "after", "num_images"}
@@ -75,7 +99,7 @@ _PRETRAIN_KEYS = {"source", "checkpoint", "epochs", "batch_size", "lr", "sha256"
 _STAGE_KEYS = {
     "complexity": {"type", "name"},
     "proxy": {"type", "name", "proxies", "num_images", "report", "layers"},
-    "train": {"type", "name", "epochs", "cfg_options"},
+    "train": {"type", "name", "epochs", "cfg_options", "report_every_epoch"},
 }
 
 
@@ -209,12 +233,9 @@ def load_search_config(path: str | Path, **overrides: Any) -> SearchConfig:
     if not objectives:
         raise _fail(path, "objectives", "at least one objective is needed")
 
-    sampler = dict(raw.get("sampler") or {"type": "nsga2" if len(objectives) > 1 else "tpe"})
-    if sampler.get("type") not in SAMPLERS:
-        raise _fail(path, "sampler.type", f"must be one of {SAMPLERS}, got {sampler.get('type')!r}")
-    pruner = dict(raw.get("pruner") or {"type": "median"})
-    if pruner.get("type") not in PRUNERS:
-        raise _fail(path, "pruner.type", f"must be one of {PRUNERS}, got {pruner.get('type')!r}")
+    sampler = raw.get("sampler") or {"type": "nsga2" if len(objectives) > 1 else "tpe"}
+    sampler = _strategy(path, "sampler", sampler)
+    pruner = _strategy(path, "pruner", raw.get("pruner") or {"type": "median"})
 
     cfg_options = raw.get("cfg_options") or {}
     if not isinstance(cfg_options, dict):
@@ -265,6 +286,9 @@ def _stage(path: Path, i: int, raw: Any) -> Stage:
         epochs = options.get("epochs")
         if not isinstance(epochs, int) or epochs < 1:
             raise _fail(path, f"{key}.epochs", f"must be a positive integer, got {epochs!r}")
+    if kind == "train" and not isinstance(options.get("report_every_epoch", False), bool):
+        raise _fail(path, f"{key}.report_every_epoch",
+                    f"must be true or false, got {options['report_every_epoch']!r}")
     if kind == "proxy":
         proxies = options.setdefault("proxies", ["id_mean"])
         if not isinstance(proxies, list) or not proxies:
@@ -282,6 +306,77 @@ def _stage(path: Path, i: int, raw: Any) -> Stage:
         options.setdefault("num_images", 8)
     return Stage(type=kind, name=str(raw.get("name", kind if kind != "train" else f"train{i}")),
                  options=options)
+
+
+def optuna_class(section: str, kind: str) -> type:
+    """The class a ``sampler`` / ``pruner`` section's ``type`` names (alias or class name).
+
+    Args:
+        section: ``sampler`` or ``pruner``.
+        kind: A short alias (:data:`SAMPLERS`, :data:`PRUNERS`) or a class name of
+            ``optuna.samplers`` / ``optuna.pruners``.
+
+    Raises:
+        KeyError: ``kind`` names no such class.
+    """
+    import inspect
+
+    import optuna
+
+    module, base, aliases = ((optuna.samplers, optuna.samplers.BaseSampler, SAMPLER_ALIASES)
+                             if section == "sampler" else
+                             (optuna.pruners, optuna.pruners.BasePruner, PRUNER_ALIASES))
+    cls = getattr(module, aliases.get(kind, kind), None) if isinstance(kind, str) else None
+    if (not (isinstance(cls, type) and issubclass(cls, base)) or kind.startswith("_")
+            or inspect.isabstract(cls) or cls.__name__.startswith("Base")):
+        raise KeyError(kind)
+    return cls
+
+
+def optuna_class_names(section: str) -> list[str]:
+    """The aliases and class names a ``sampler`` / ``pruner`` ``type`` may take."""
+    import optuna
+
+    module = optuna.samplers if section == "sampler" else optuna.pruners
+    names = []
+    for name in sorted(getattr(module, "__all__", dir(module))):
+        try:
+            optuna_class(section, name)
+        except KeyError:
+            continue
+        if not name.startswith("Base"):
+            names.append(name)
+    return [*(SAMPLERS if section == "sampler" else PRUNERS), *names]
+
+
+def _strategy(path: Path, section: str, raw: Any) -> dict[str, Any]:
+    """Validate a ``sampler`` / ``pruner`` section: a known ``type`` and its arguments."""
+    import inspect
+
+    if not isinstance(raw, dict) or "type" not in raw:
+        raise _fail(path, section, "must be a mapping with 'type' (and the class's "
+                                   "arguments)")
+    kind = raw["type"]
+    try:
+        cls = optuna_class(section, kind)
+    except KeyError:
+        raise _fail(path, f"{section}.type",
+                    f"unknown {section} {kind!r} (expected one of "
+                    f"{optuna_class_names(section)})") from None
+    params = inspect.signature(cls.__init__).parameters
+    names = {n for n, p in params.items() if n != "self"
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    if section == "sampler":
+        names.add("seed")  # read by make_sampler (passed on where the class takes one)
+    else:
+        names.add("reduction_factor")  # ASHA's, read by the Ray driver
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    for arg in sorted(set(raw) - {"type"}):
+        if arg not in names and not takes_any:
+            raise _fail(path, f"{section}.{arg}",
+                        f"not an argument of optuna.{section}s.{cls.__name__} "
+                        f"(it takes {sorted(names)})")
+    return dict(raw)
 
 
 def _id_guided(path: Path, raw: Any, stages: tuple[Stage, ...],

@@ -2,6 +2,9 @@
 
 The evaluator knows nothing of Optuna or Ray. A driver passes a ``report`` callback;
 the callback may raise (e.g. ``optuna.TrialPruned``) to stop a trial between stages.
+An ``epoch_report`` callback is called after every epoch of the train stages with
+``report_every_epoch`` (through :class:`~nasdet.hooks.TrialReportHook`, which those
+stages add to the Runner); what it raises leaves the Runner and the trial as is.
 Every trial writes under its own absolute directory::
 
     <trial_dir>/candidate.py     standalone config (tools/train.py retrains it)
@@ -32,6 +35,9 @@ from nasdet.search.config import SearchConfig, Stage
 from nasdet.utils.io import atomic_write_json
 
 ReportFn = Callable[[Stage, int, dict[str, float]], None]
+#: ``epoch_report(stage, stage index, epoch, metrics so far)``, after each validation
+#: epoch of a train stage with ``report_every_epoch`` (epoch: epochs trained so far).
+EpochReportFn = Callable[[Stage, int, int, dict[str, float]], None]
 
 # Layers whose spectra a trial records: backbone stages and FPN levels.
 SPECTRUM_LAYERS = ("backbone_stages", "fpn")
@@ -76,13 +82,16 @@ class TrialEvaluator:
         self.cfg_options = {**config.cfg_options, **(cfg_options or {})}
 
     # -- the trial ------------------------------------------------------------------
-    def run(self, candidate: Any, trial_dir: str | Path, report: ReportFn) -> dict[str, float]:
+    def run(self, candidate: Any, trial_dir: str | Path, report: ReportFn, *,
+            epoch_report: EpochReportFn | None = None) -> dict[str, float]:
         """Evaluate ``candidate`` stage by stage.
 
         Args:
             candidate: A :class:`nasdet.space.Candidate` of this evaluator's space.
             trial_dir: The trial's own directory (made absolute).
             report: Called after each stage with (stage, stage index, all metrics so far).
+            epoch_report: Called after each validation epoch of the train stages with
+                ``report_every_epoch`` (those stages validate every epoch only then).
 
         Returns:
             All metrics of the trial (see :mod:`nasdet.search.config`).
@@ -105,7 +114,13 @@ class TrialEvaluator:
                 elif stage.type == "proxy":
                     metrics.update(self._proxies(cfg, stage, trial_dir))
                 else:
-                    metrics.update(self._train(cfg, stage, trial_dir))
+                    on_epoch = None
+                    if epoch_report is not None and stage.options.get("report_every_epoch"):
+                        def on_epoch(epoch: int, found: dict[str, float], stage=stage,
+                                     index=index) -> None:
+                            epoch_report(stage, index, epoch,
+                                         {**metrics, **_ap_metrics(stage, found, epoch)})
+                    metrics.update(self._train(cfg, stage, trial_dir, on_epoch))
                 metrics[f"seconds/{stage.name}"] = time.perf_counter() - start
                 if guided and stage.name == guided["after"]:
                     start = time.perf_counter()
@@ -171,9 +186,13 @@ class TrialEvaluator:
                      "(samples = images x positions, at initialisation)"})
         return out
 
-    def _train(self, cfg, stage: Stage, trial_dir: Path) -> dict[str, float]:
+    def _train(self, cfg, stage: Stage, trial_dir: Path,
+               on_epoch: Callable[[int, dict[str, float]], None] | None = None
+               ) -> dict[str, float]:
+        import contextlib
         import copy
 
+        from nasdet.hooks.trial_report import trial_reporter
         from nasdet.train import train
         from nasdet.train.config import merge_cfg_options
         from nasdet.train.transfer import set_training_length
@@ -183,7 +202,8 @@ class TrialEvaluator:
         # The stage's epochs are the base recipe's: the candidate's strategy scales them
         # (scratch: schedule_factor) and the LR schedule is rescaled with them.
         epochs = set_training_length(cfg, stage.options["epochs"])
-        cfg.train_cfg.val_interval = epochs
+        # Validation once at the stage's end, or after every epoch for per-epoch reports.
+        cfg.train_cfg.val_interval = 1 if on_epoch is not None else epochs
         cfg.default_hooks.checkpoint.interval = epochs
         cfg.default_hooks.checkpoint.save_best = None
         cfg.default_hooks.logger.interval = 50
@@ -199,11 +219,15 @@ class TrialEvaluator:
                 type="EigenspectrumHook", layers=["backbone_stages"],
                 interval=epochs, num_images=guided["num_images"],
                 history_file=ID_HISTORY_FILE, plot_file=None)]
+        reporting = contextlib.nullcontext()
+        if on_epoch is not None:
+            cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="TrialReportHook")]
+            reporting = trial_reporter(on_epoch)
         # A later train stage continues the same run from the previous stage's end.
-        metrics = train(cfg, resume="auto")
-        ap = float(metrics.get("coco/bbox_mAP", 0.0))
-        ap50 = float(metrics.get("coco/bbox_mAP_50", 0.0))  # empty: no detections at all
-        return {"ap": ap, "ap50": ap50, f"{stage.name}/ap": ap, f"{stage.name}/ap50": ap50}
+        with reporting:
+            metrics = train(cfg, resume="auto")
+        # The epochs run so far: the user's options may have changed the stage's length.
+        return _ap_metrics(stage, metrics, int(cfg.train_cfg.get("max_epochs", epochs)))
 
 
     # -- ID-guided widths -----------------------------------------------------------
@@ -300,6 +324,14 @@ class TrialEvaluator:
             record["reason"] = f"{type(exc).__name__}: {exc}"
         atomic_write_json(trial_dir / ID_WIDTHS_FILE, {**record, "units": units})
         return record
+
+
+def _ap_metrics(stage: Stage, found: dict[str, Any], epoch: int) -> dict[str, float]:
+    """A train stage's metrics from mmdet's validation metrics after ``epoch`` epochs."""
+    ap = float(found.get("coco/bbox_mAP", 0.0))
+    ap50 = float(found.get("coco/bbox_mAP_50", 0.0))  # empty: no detections at all
+    return {"ap": ap, "ap50": ap50, f"{stage.name}/ap": ap, f"{stage.name}/ap50": ap50,
+            "epochs": float(epoch)}
 
 
 def read_id_proposal(trial_dir: str | Path | None) -> dict[str, Any] | None:

@@ -1,7 +1,10 @@
 """The in-process search driver: one Optuna study, trials run here one after another.
 
-TPE for one objective, NSGA-II for several; a median pruner stops trials between
-fidelity stages (single objective). Every finished trial is in the storage the moment
+TPE for one objective, NSGA-II for several (or any Optuna sampler the config names); a
+pruner (median by default, or any Optuna pruner) stops trials between train stages or,
+with ``report_every_epoch``, between epochs: the step of a report is the epochs trained
+so far (single objective). A proxy stage prunes by its own median rule
+(:func:`proxy_rung_prunes`), never on the AP step axis. Every finished trial is in the storage the moment
 it ends, so a search killed with SIGKILL loses only the trial in flight; ``resume``
 continues the study until it has ``n_trials`` finished trials.
 
@@ -133,6 +136,10 @@ def enqueue_listed(study: optuna.Study, config: SearchConfig) -> list[str]:
 def make_sampler(config: SearchConfig, *, stream: Sequence[int] = ()) -> optuna.samplers.BaseSampler:
     """The sampler the config asks for, seeded.
 
+    ``tpe``, ``nsga2`` and ``random`` keep nasdet's defaults (TPE: multivariate, grouped,
+    constant liar, 4 start-up trials; NSGA-II: population 8); any other ``type`` is a
+    class of ``optuna.samplers`` built with the section's other keys as arguments.
+
     Args:
         config: The search config (``sampler.seed``, else ``seed``).
         stream: Empty for the worker that creates a study: the config's seed as is, so a
@@ -140,41 +147,103 @@ def make_sampler(config: SearchConfig, *, stream: Sequence[int] = ()) -> optuna.
             that tells it apart (trials so far, process id): a sampler seeded like the
             first would replay the first worker's candidates.
     """
+    import inspect
+
+    from nasdet.search.config import optuna_class
+
     kind = config.sampler.get("type")
     seed = config.sampler.get("seed", config.seed)
     if stream:
         seed = int(np.random.SeedSequence([int(seed or 0), *stream]).generate_state(1)[0])
+    kwargs = {k: v for k, v in config.sampler.items() if k not in ("type", "seed")}
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(
-            seed=seed, population_size=int(config.sampler.get("population_size", 8)))
-    # multivariate + group handle define-by-run spaces whose parameters come and go.
-    return optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, group=True, constant_liar=True,
-        n_startup_trials=int(config.sampler.get("n_startup_trials", 4)))
+        kwargs["population_size"] = int(kwargs.get("population_size", 8))
+        return optuna.samplers.NSGAIISampler(seed=seed, **kwargs)
+    if kind == "tpe":
+        # multivariate + group handle define-by-run spaces whose parameters come and go.
+        kwargs = {"multivariate": True, "group": True, "constant_liar": True, **kwargs}
+        kwargs["n_startup_trials"] = int(kwargs.get("n_startup_trials", 4))
+        return optuna.samplers.TPESampler(seed=seed, **kwargs)
+    cls = optuna_class("sampler", kind)
+    if "seed" in inspect.signature(cls.__init__).parameters:
+        kwargs["seed"] = seed
+    return _build(config, "sampler", cls, kwargs)
 
 
 def make_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
-    """Median pruning over stage index, or none (always none for several objectives)."""
-    if config.multi_objective or config.pruner.get("type") == "none":
+    """The pruner the config asks for (always none for several objectives).
+
+    ``median`` is Optuna's median pruner with 2 start-up trials and no warm-up steps;
+    any other ``type`` is a class of ``optuna.pruners`` built with the section's other
+    keys as arguments (``reduction_factor`` only where the class takes it: else it is
+    the Ray driver's ASHA factor).
+    """
+    import inspect
+
+    from nasdet.search.config import optuna_class
+
+    kind = config.pruner.get("type")
+    if config.multi_objective or kind == "none":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(
-        n_startup_trials=int(config.pruner.get("n_startup_trials", 2)), n_warmup_steps=0)
+    cls = optuna_class("pruner", kind)
+    takes = inspect.signature(cls.__init__).parameters
+    kwargs = {k: v for k, v in config.pruner.items()
+              if k != "type" and (k != "reduction_factor" or k in takes)}
+    if kind == "median":
+        kwargs = {"n_warmup_steps": 0, **kwargs}
+        kwargs["n_startup_trials"] = int(kwargs.get("n_startup_trials", 2))
+    return _build(config, "pruner", cls, kwargs)
+
+
+def _build(config: SearchConfig, section: str, cls: type, kwargs: dict[str, Any]) -> Any:
+    """``cls(**kwargs)``; Optuna's refusal of a value as one error naming the key."""
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise NasdetError(f"optuna.{section}s.{cls.__name__}{tuple(kwargs) or ''}: {exc}",
+                          file=config.path, key=section) from None
 
 
 def stage_score(config: SearchConfig, stage: Stage, metrics: dict[str, float]) -> float | None:
-    """The value a pruner compares after ``stage`` (None: nothing comparable yet).
+    """The value a pruner compares after a train stage or epoch (None: nothing to compare).
 
-    Proxy stages report their ``report`` proxy, train stages the first objective's
-    metric (e.g. ``ap50``), so trials are compared at the same stage on the same scale.
+    Train stages report the first objective's metric (e.g. ``ap50``) at the step
+    ``metrics["epochs"]``; proxy and complexity stages report nothing on that axis (a
+    proxy rung is judged by :func:`proxy_rung_prunes`).
     """
-    if stage.type == "proxy":  # None when that proxy failed on this candidate
-        report = stage.options.get("report")  # None: proxies recorded, nothing reported
-        return metrics.get(f"proxy/{report}") if report is not None else None
     if stage.type == "train":
         return metrics.get(config.objectives[0].metric, metrics.get("ap50"))
     return None
+
+
+def proxy_score(stage: Stage, metrics: dict[str, float]) -> float | None:
+    """A proxy stage's ``report`` proxy score (None: ``report: null``, or it failed)."""
+    if stage.type != "proxy":
+        return None
+    report = stage.options.get("report")
+    return metrics.get(f"proxy/{report}") if report is not None else None
+
+
+def proxy_rung_prunes(config: SearchConfig, value: float, others: Iterable[float]) -> bool:
+    """Whether a proxy score is worse than the median of the complete trials' scores.
+
+    The median rule proxy rungs always had (median pruner, ``pruner.n_startup_trials``
+    complete trials first, default 2), compared in the first objective's direction.
+
+    Args:
+        config: The search config.
+        value: This trial's proxy score.
+        others: The same proxy's scores of the study's complete trials.
+    """
+    if config.multi_objective or config.pruner.get("type") == "none" or not math.isfinite(value):
+        return False
+    values = [float(v) for v in others if math.isfinite(float(v))]
+    if not values or len(values) < int(config.pruner.get("n_startup_trials", 2)):
+        return False
+    median = float(np.median(values))
+    return value < median if config.objectives[0].direction == "maximize" else value > median
 
 
 def objective_values(config: SearchConfig, metrics: dict[str, float]) -> list[float]:
@@ -346,13 +415,29 @@ class OptunaSearch:
             reached["done"] = index + 1
             trial.set_user_attr(ENDED_AT_ATTR, stage.name)
             trial.set_user_attr("metrics", metrics)
-            score = stage_score(self.config, stage, metrics)
-            if score is None or self.config.multi_objective:
+            if stage.type == "proxy":  # metrics of their own, not steps of the AP curve
+                for key, value in metrics.items():
+                    if key.startswith("proxy/"):
+                        trial.set_user_attr(key, value)
+                self._proxy_rung(trial, stage, metrics)
                 return
-            trial.report(score, index)
+            if stage.options.get("report_every_epoch"):
+                return  # its last epoch was reported (and judged) by report_epoch
+            report_epoch(stage, index, int(metrics.get("epochs", index)), metrics)
+
+        def report_epoch(stage: Stage, index: int, epoch: int,
+                         metrics: dict[str, float]) -> None:
+            score = stage_score(self.config, stage, metrics)
+            if score is None or self.config.multi_objective or not math.isfinite(score):
+                return
+            trial.report(score, epoch)
             if trial.should_prune():
+                reached["done"] = index  # the stage did not finish
+                trial.set_user_attr(ENDED_AT_ATTR, stage.name)
+                trial.set_user_attr("metrics", metrics)
                 trial.set_user_attr("pruned_after", stage.name)
-                raise optuna.TrialPruned(f"pruned after stage '{stage.name}'")
+                trial.set_user_attr("pruned_at_epoch", epoch)
+                raise optuna.TrialPruned(f"pruned at epoch {epoch} (stage '{stage.name}')")
 
         def stopped_in() -> None:
             if reached["done"] < len(stages):
@@ -360,7 +445,8 @@ class OptunaSearch:
 
         with output_to(trial_dir / TRIAL_LOG):
             try:
-                metrics = self.evaluator.run(candidate, trial_dir, report)
+                metrics = self.evaluator.run(candidate, trial_dir, report,
+                                             epoch_report=report_epoch)
             except CandidateRejected as exc:
                 stopped_in()
                 trial.set_user_attr("rejected", str(exc))
@@ -375,6 +461,19 @@ class OptunaSearch:
                 raise
         values = objective_values(self.config, metrics)
         return values if self.config.multi_objective else values[0]
+
+    def _proxy_rung(self, trial: optuna.Trial, stage: Stage, metrics: dict[str, float]) -> None:
+        """Prune after a proxy stage by :func:`proxy_rung_prunes` (its own rung)."""
+        value = proxy_score(stage, metrics)
+        if value is None:
+            return
+        key = f"proxy/{stage.options['report']}"
+        others = [t.user_attrs[key] for t in trial.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE,)) if key in t.user_attrs]
+        if proxy_rung_prunes(self.config, float(value), others):
+            trial.set_user_attr("pruned_after", stage.name)
+            raise optuna.TrialPruned(f"pruned after stage '{stage.name}' ({key} below "
+                                     "the median)")
 
     def _progress(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         trials = study.get_trials(deepcopy=False)

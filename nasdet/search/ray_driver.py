@@ -5,18 +5,18 @@ space's define-by-run ``suggest`` with the sampler :func:`make_sampler` builds (
 one objective, NSGA-II for several); the trial runs the config's fidelity stages
 through :class:`TrialEvaluator` and calls ``tune.report`` after each stage.
 
-Early stopping uses Tune's asynchronous successive halving (``ASHAScheduler``), one
-rung per fidelity stage. A stage that yields a comparable score (see
-:func:`stage_score`: proxy stages report their ``report`` proxy, train stages the
-first objective) is a *scored* stage; the ``j``-th scored stage reports
-``fidelity = reduction_factor ** j`` (1, 2, 4, ... with the default factor 2), which
-is exactly where ASHA's rungs lie (``grace_period=1``, ``max_t`` = the last scored
-stage's fidelity). So every scored stage but the last is a rung where a trial below
-the top ``1 / reduction_factor`` of the trials already recorded there is stopped; the
-last stage is the end of the trial. Stages without a score (``complexity``) report
-``fidelity = 0`` and ``score = NaN`` and never stop a trial. With several objectives,
-with ``pruner: {type: none}``, or with fewer than two scored stages, trials run every
-stage (first in, first out). ``pruner: {reduction_factor: 3}`` changes the factor.
+Early stopping uses Tune's asynchronous successive halving over epochs
+(:class:`EpochASHAScheduler`: ``time_attr='epoch'``, ``grace_period=1``, ``max_t`` = the
+last train stage's epochs, rungs at 1, rf, rf^2, ... epochs). Train stages report the
+first objective as ``score`` at ``epoch`` = epochs trained so far, counted across train
+stages; with ``report_every_epoch`` after every epoch, else at the stage's end. A proxy
+stage with a ``report`` proxy is a rung of its own (``proxy_score``, ASHA's cutoff among
+the proxy scores recorded before it), never a step of the epoch axis; stages without a
+score (``complexity``) report ``score = NaN`` and never stop a trial. ``fidelity`` (the
+``j``-th scored stage's ``reduction_factor ** j``, see :func:`fidelities`) is kept as
+bookkeeping. With several objectives, with ``pruner: {type: none}``, or with fewer than
+two rungs, trials run every stage (first in, first out). ``pruner: {reduction_factor:
+3}`` changes the factor.
 
 Optuna is told a trial's objective values only when it finished every stage; a trial
 stopped early or rejected by the space's budget is told as pruned, one that raised as
@@ -24,9 +24,10 @@ failed, so proxy scores never stand in for an objective.
 
 The Optuna study lives in the same storage the Optuna driver uses (``storage``,
 default ``sqlite:///<work_dir>/study.db``) under the experiment's name, each trial
-with its params, values, intermediate scores and the user attributes the Optuna
+with its params, values, intermediate values (the objective per epoch) and the
+user attributes the Optuna
 driver sets (``metrics``, ``trial_dir``, ``ended_at``, ``rejected``,
-``pruned_after``, ``fail_reason``) plus ``ray_trial_id`` and ``node_id``: the report's
+``pruned_after``, ``fail_reason``, ``proxy/<name>``) plus ``ray_trial_id`` and ``node_id``: the report's
 importances, ``optuna.load_study`` and optuna-dashboard read it as they read the
 Optuna backend's. A study of that name existing without ``resume`` (or missing with
 it) is the Optuna driver's error.
@@ -105,6 +106,7 @@ from nasdet.search.optuna_driver import (
     enqueue_listed,
     make_sampler,
     objective_values,
+    proxy_score,
     stage_score,
     trial_line,
 )
@@ -113,8 +115,8 @@ from nasdet.utils.output import output_to
 from nasdet.utils.ray_cluster import RAY_ADDRESS_ENV, connect_ray, ray_target
 
 #: Keys every result of a trial carries besides the evaluator's metrics.
-BOOKKEEPING_KEYS = ("score", "fidelity", "stage", "stage_name", "stages_done", "node_id",
-                    "trial_dir", "candidate_key", "rejected")
+BOOKKEEPING_KEYS = ("score", "fidelity", "epoch", "proxy_score", "stage", "stage_name",
+                    "stages_done", "node_id", "trial_dir", "candidate_key", "rejected")
 # Tune's own result keys (not the trial's metrics).
 _TUNE_KEYS = {"training_iteration", "time_total_s", "time_this_iter_s", "timestamp", "date",
               "time_since_restore", "iterations_since_restore", "timesteps_since_restore",
@@ -176,14 +178,19 @@ def run_trial(spec: TrialSpec, params: dict[str, Any]) -> None:
     pending = {o.metric: math.nan for o in config.objectives}
     n_stages = len(config.stages)
 
-    def result(stage: Stage | None, index: int, metrics: dict[str, float]) -> dict[str, Any]:
+    def result(stage: Stage | None, index: int, metrics: dict[str, float],
+               done: bool = True) -> dict[str, Any]:
         score = stage_score(config, stage, metrics) if stage is not None else None
+        proxy = proxy_score(stage, metrics) if stage is not None else None
         scored = score is not None and math.isfinite(score)
+        rung = scored or (proxy is not None and math.isfinite(proxy))
         return {**pending, **metrics, **base, "stage": index,
                 "stage_name": stage.name if stage is not None else "",
-                "stages_done": index + 1 if stage is not None else 0,
+                "stages_done": index + int(done) if stage is not None else 0,
                 "score": float(score) if scored else math.nan,
-                "fidelity": spec.fidelities[index] if scored and stage is not None else 0.0}
+                "proxy_score": float(proxy) if proxy is not None else math.nan,
+                "epoch": int(metrics.get("epochs", 0)),
+                "fidelity": spec.fidelities[index] if rung and stage is not None else 0.0}
 
     recorded = _finished_record(trial_dir, dict(candidate.params), n_stages)
     if recorded is not None:  # finished before the driver was killed: no second run
@@ -202,9 +209,16 @@ def run_trial(spec: TrialSpec, params: dict[str, Any]) -> None:
         tune.report(result(stage, index, {**metrics, "seconds/evaluator": inside}))
         clock["reporting"] += time.perf_counter() - now
 
+    def report_epoch(stage: Stage, index: int, epoch: int, metrics: dict[str, float]) -> None:
+        now = time.perf_counter()
+        inside = now - clock["start"] - clock["reporting"]
+        tune.report(result(stage, index, {**metrics, "epochs": float(epoch),
+                                          "seconds/evaluator": inside}, done=False))
+        clock["reporting"] += time.perf_counter() - now
+
     with output_to(trial_dir / TRIAL_LOG):
         try:
-            evaluator.run(candidate, trial_dir, report)
+            evaluator.run(candidate, trial_dir, report, epoch_report=report_epoch)
         except CandidateRejected as exc:
             inside = time.perf_counter() - clock["start"] - clock["reporting"]
             stage = config.stages[min(reached["done"], n_stages - 1)].name
@@ -308,7 +322,11 @@ class StageAwareOptunaSearch(TuneOptunaSearch):
         value = result.get(self.metric)
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             return
-        super().on_trial_result(trial_id, result)
+        if result.get("stage_name") and not math.isfinite(result.get("score", math.nan)):
+            return  # not a train stage's (or epoch's) report: not a step of the AP curve
+        # The step of an intermediate value is the epoch, as in the Optuna driver.
+        super().on_trial_result(trial_id, {**result,
+                                           "training_iteration": int(result.get("epoch", 0))})
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
@@ -348,6 +366,8 @@ def _trial_attrs(result: dict[str, Any] | None, error: bool,
     for key in ("trial_dir", "candidate_key", "node_id"):
         if result.get(key):
             attrs[key] = result[key]
+    # Proxy scores as metrics of their own (the Optuna driver's user attributes).
+    attrs.update({k: v for k, v in attrs["metrics"].items() if k.startswith("proxy/")})
     if result.get("stage_name"):
         attrs[ENDED_AT_ATTR] = result["stage_name"]
     if error:
@@ -473,6 +493,8 @@ class RaySearch:
     def early_stopping(self) -> bool:
         """Whether ASHA stops trials between stages (see the module docstring)."""
         scored = sum(_is_scored(s, self.config) for s in self.config.stages)
+        scored += sum(s.options["epochs"] - 1 for s in self.config.stages
+                      if s.type == "train" and s.options.get("report_every_epoch"))
         return (not self.config.multi_objective and self.config.pruner.get("type") != "none"
                 and scored >= 2)
 
@@ -623,10 +645,12 @@ class RaySearch:
         ot_study.set_user_attr("ray_experiment", str(self.experiment_path))
         enqueue_listed(searcher._ot_study, self.config)  # the config's enqueue list first
         if self.early_stopping:
-            fid = fidelities(self.config, self.reduction_factor)
-            scheduler = ASHAScheduler(
-                time_attr="fidelity", metric="score", mode=_mode(objectives[0].direction),
-                grace_period=1, max_t=max(fid), reduction_factor=self.reduction_factor)
+            last = max(s.options["epochs"] for s in self.config.stages if s.type == "train") \
+                if any(s.type == "train" for s in self.config.stages) else 1
+            scheduler = EpochASHAScheduler(
+                time_attr="epoch", metric="score", mode=_mode(objectives[0].direction),
+                grace_period=1, max_t=max(2, last), reduction_factor=self.reduction_factor,
+                stop_last_trials=False)
         else:
             scheduler = FIFOScheduler()
         return tune.Tuner(
@@ -640,6 +664,46 @@ class RaySearch:
                 failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
                 callbacks=[ProgressLines(self.config, self.work_dir)], verbose=self.verbose,
                 log_to_file=True))
+
+
+class EpochASHAScheduler(ASHAScheduler):
+    """ASHA over epochs (``time_attr='epoch'``), plus one rung of its own for proxy scores.
+
+    Train stages report the first objective as ``score`` at ``epoch`` (epochs trained
+    so far), so ASHA's rungs are epochs. A proxy stage's result carries its ``report``
+    proxy as ``proxy_score`` (``score`` NaN, ``epoch`` 0: no rung of the epoch axis);
+    this scheduler stops it by ASHA's rule on a rung of its own: below the top
+    ``1 / reduction_factor`` of the proxy scores recorded before it.
+
+    Args:
+        reduction_factor: ASHA's reduction factor.
+        mode: ``max`` or ``min`` (the first objective's).
+        **kwargs: ``ASHAScheduler``'s other arguments.
+    """
+
+    def __init__(self, *, reduction_factor: float, mode: str, **kwargs: Any):
+        super().__init__(reduction_factor=reduction_factor, mode=mode, **kwargs)
+        self._proxy_rf = float(reduction_factor)
+        self._proxy_sign = 1.0 if mode == "max" else -1.0
+        self._proxy_rung: dict[tuple[str, str], float] = {}
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        proxy = result.get("proxy_score")
+        if isinstance(proxy, (int, float)) and math.isfinite(proxy):
+            key = (str(result.get("stage_name")), trial.trial_id)
+            if key in self._proxy_rung:
+                return self.CONTINUE
+            recorded = [v for (stage, _), v in self._proxy_rung.items() if stage == key[0]]
+            value = self._proxy_sign * float(proxy)
+            self._proxy_rung[key] = value
+            if recorded:
+                import numpy as np
+
+                cutoff = float(np.nanpercentile(recorded, (1 - 1 / self._proxy_rf) * 100))
+                if value < cutoff:
+                    return self.STOP
+            return self.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
 
 
 def trial_dirname(trial: Any) -> str:

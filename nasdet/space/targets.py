@@ -40,8 +40,10 @@ Transfer: ``transfer`` (a categorical over strategy names, with an optional
 last through ``nasdet.train.transfer.apply_transfer(cfg, strategy, checkpoint=...,
 **params)``.
 
-Any backbone target turns an mmdet ``ResNet`` backbone into a ``FlexResNet`` of the same
-layout (same parameter names, so ``init_cfg`` checkpoints still load), and makes
+Any backbone target turns an mmdet ``ResNet`` (or ``ResNeXt`` with ``groups=1``) backbone
+into a ``FlexResNet`` of the same layout (same parameter names, so ``init_cfg``
+checkpoints still load; :func:`resnet_to_flex` lists the options converted, e.g.
+``base_channels`` and ``stem_channels``, and those refused), and makes
 ``neck.in_channels`` follow the backbone's stage widths
 (:meth:`~nasdet.models.FlexResNet.stage_channels_for`).
 """
@@ -50,6 +52,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,19 +295,30 @@ def get_path(root: Any, path: str) -> Any:
 
 
 # ---------------------------------------------------------------------------- backbone
-_RESNET_DEFAULTS = dict(
-    base_channels=64,
-    deep_stem=False,
-    avg_down=False,
-    dcn=None,
-    stage_with_dcn=None,
-    plugins=None,
-    pretrained=None,
-)
+#: Options of mmdet's ResNet family that FlexResNet cannot express: option -> (the
+#: value that is accepted, why another value is refused).
+_RESNET_REFUSED: dict[str, tuple[Any, str]] = {
+    "deep_stem": (
+        False,
+        "FlexResNet has one 7x7 stem conv (conv1, bn1), not three 3x3 convs (stem.0-8)",
+    ),
+    "avg_down": (
+        False,
+        "FlexResNet shortcuts are strided 1x1 convs (downsample.0/1), not AvgPool + "
+        "1x1 conv (downsample.1/2)",
+    ),
+    "dcn": (None, "FlexResNet has no deformable convolutions"),
+    "stage_with_dcn": (None, "FlexResNet has no deformable convolutions"),
+    "plugins": (None, "FlexResNet blocks take no plugin layers"),
+    "pretrained": (
+        None,
+        "deprecated in mmdet; give init_cfg=dict(type='Pretrained', checkpoint=...)",
+    ),
+    "groups": (1, "FlexResNet's 3x3 convs are dense, not grouped"),
+}
 _RESNET_PASS = (
     "depth",
     "in_channels",
-    "stem_channels",
     "strides",
     "dilations",
     "out_indices",
@@ -317,54 +331,143 @@ _RESNET_PASS = (
     "zero_init_residual",
     "init_cfg",
 )
+#: mmdet's ResNet depths per backbone type (ResNeXt has bottleneck depths only).
+_RESNET_DEPTHS = {"ResNet": (18, 34, 50, 101, 152), "ResNeXt": (50, 101, 152)}
+_RESNET_TYPES = ("ResNet", "ResNeXt", "ResNetV1d")
+
+
+def _refused(key: str, value: Any) -> bool:
+    accepted = _RESNET_REFUSED[key][0]
+    if key == "stage_with_dcn":
+        return bool(any(value or ()))
+    if isinstance(accepted, bool):
+        return bool(value) != accepted
+    return value != accepted
+
+
+def _channel_option(value: Any, key: str, file: str | Path | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise NasdetError(
+            f"must be a positive integer, got {value!r}", file=file, key=f"model.backbone.{key}"
+        )
+    return value
 
 
 def resnet_to_flex(backbone: Mapping[str, Any], *, file: str | Path | None = None) -> dict:
-    """An mmdet ``ResNet`` dict as a ``FlexResNet`` dict of the same layout.
+    """An mmdet ``ResNet`` (or ``ResNeXt``) dict as a ``FlexResNet`` dict of the same layout.
 
-    ``num_stages < 4`` becomes ``block`` + the first ``depths``; ``deep_stem``,
-    ``avg_down``, DCN, plugins and ``base_channels != 64`` have no FlexResNet
-    counterpart and are refused.
+    The result builds a network with the same parameter names and shapes, hence the
+    same parameter count and, given the same weights, the same outputs:
+
+    ========================== =========================================================
+    mmdet option               FlexResNet dict
+    ========================== =========================================================
+    ``depth``                  ``depth`` (ResNet: 18-152; ResNeXt: 50, 101, 152)
+    ``num_stages < 4``         ``block`` + the first ``num_stages`` ``depths``
+    ``base_channels=b != 64``  ``widths[i] = b * 2**i * expansion`` (1 basic, 4
+                               bottleneck), mid widths ``b * 2**i`` by FlexResNet's
+                               default rule; ``divisor = gcd(b, 8)`` when ``b`` is not
+                               a multiple of 8, so no width is rounded
+    ``stem_channels``          ``stem_channels`` (mmdet's default: ``base_channels``)
+    ``groups=1`` (ResNeXt)     dropped; ``base_width`` is then unused by mmdet too
+    ========================== =========================================================
+
+    ``in_channels``, ``strides``, ``dilations``, ``out_indices``, ``style``,
+    ``frozen_stages``, ``conv_cfg``, ``norm_cfg``, ``norm_eval``, ``with_cp``,
+    ``zero_init_residual`` and ``init_cfg`` pass through unchanged.
+
+    Refused (raise :class:`~nasdet.errors.NasdetError` naming the option), because
+    FlexResNet has no such layers:
+
+    ========================== =========================================================
+    ``deep_stem=True``         three 3x3 stem convs (``stem.0-8``) instead of ``conv1``
+    ``avg_down=True``          AvgPool + 1x1 conv shortcuts (``downsample.1/2``)
+    type ``ResNetV1d``         is ResNet with ``deep_stem=True, avg_down=True``
+    ``dcn``/``stage_with_dcn`` deformable convolutions
+    ``plugins``                plugin layers inside blocks
+    ``groups > 1`` (ResNeXt)   grouped 3x3 convolutions
+    ``pretrained``             deprecated by mmdet; use ``init_cfg``
+    ========================== =========================================================
 
     Args:
-        backbone: The ``model.backbone`` dict (type ``ResNet``).
+        backbone: The ``model.backbone`` dict (type ``ResNet`` or ``ResNeXt``).
         file: The config file, for messages.
 
     Returns:
         A new FlexResNet dict (FlexResNet names its parameters as ResNet does).
+
+    Raises:
+        NasdetError: a refused option or value (one line naming ``model.backbone.KEY``).
+
+    Example:
+        >>> flex = resnet_to_flex(dict(type="ResNet", depth=50, base_channels=32))
+        >>> flex["widths"], flex["stem_channels"]
+        ([128, 256, 512, 1024], 32)
     """
     from nasdet.models import FlexResNet
 
+    kind = type_name(backbone)
+    if kind == "ResNetV1d":
+        raise NasdetError(
+            "ResNetV1d (ResNet with deep_stem=True, avg_down=True) has no FlexResNet "
+            "counterpart (FlexResNet has one 7x7 stem conv and strided 1x1 conv "
+            "shortcuts); searched backbones need FlexResNet",
+            file=file,
+            key="model.backbone.type",
+        )
+    if kind not in _RESNET_DEPTHS:
+        raise NasdetError(
+            f"expected one of {list(_RESNET_DEPTHS)}, got {kind!r}",
+            file=file,
+            key="model.backbone.type",
+        )
     out: dict[str, Any] = {"type": "FlexResNet"}
     for key, value in backbone.items():
-        if key in ("type", "_scope_"):
+        if key in ("type", "_scope_", "num_stages", "base_channels", "stem_channels"):
             continue
-        if key == "num_stages":
-            continue
-        if key in _RESNET_DEFAULTS:
-            default = _RESNET_DEFAULTS[key]
-            ok = value == default or (key == "stage_with_dcn" and not any(value or ()))
-            if not ok:
+        if kind == "ResNeXt" and key == "base_width":
+            continue  # used only with groups > 1, which is refused
+        if key in _RESNET_REFUSED and (kind == "ResNeXt" or key != "groups"):
+            if _refused(key, value):
                 raise NasdetError(
-                    f"ResNet option {key}={value!r} has no FlexResNet counterpart; searched "
-                    "backbones need FlexResNet",
+                    f"{kind} option {key}={value!r} has no FlexResNet counterpart "
+                    f"({_RESNET_REFUSED[key][1]}); searched backbones need FlexResNet",
                     file=file,
                     key=f"model.backbone.{key}",
                 )
             continue
         if key not in _RESNET_PASS:
-            raise NasdetError("unknown ResNet option", file=file, key=f"model.backbone.{key}")
+            raise NasdetError(f"unknown {kind} option", file=file, key=f"model.backbone.{key}")
         out[key] = value
     depth = backbone.get("depth")
-    if depth not in FlexResNet.arch_settings:
+    if depth not in _RESNET_DEPTHS[kind]:
         raise NasdetError(
-            f"unsupported ResNet depth {depth!r}", file=file, key="model.backbone.depth"
+            f"unsupported {kind} depth {depth!r} (one of {list(_RESNET_DEPTHS[kind])})",
+            file=file,
+            key="model.backbone.depth",
         )
-    num_stages = int(backbone.get("num_stages", 4))
+    block, depths = FlexResNet.arch_settings[depth]
+    num_stages = backbone.get("num_stages", 4)
+    if isinstance(num_stages, bool) or not isinstance(num_stages, int) or not 1 <= num_stages <= 4:
+        raise NasdetError(
+            f"must be an integer in [1, 4], got {num_stages!r}",
+            file=file,
+            key="model.backbone.num_stages",
+        )
     if num_stages != 4:
-        block, depths = FlexResNet.arch_settings[depth]
         out.pop("depth")
         out["block"], out["depths"] = block, list(depths[:num_stages])
+    base = _channel_option(backbone.get("base_channels", 64), "base_channels", file)
+    stem = backbone.get("stem_channels")
+    if stem is not None:
+        out["stem_channels"] = _channel_option(stem, "stem_channels", file)
+    elif base != 64 or "stem_channels" in backbone:
+        out["stem_channels"] = base if base != 64 else None
+    if base != 64:
+        expansion = int(FlexResNet.default_expansion[block])
+        out["widths"] = [base * 2**i * expansion for i in range(num_stages)]
+        if base % 8:
+            out["divisor"] = math.gcd(base, 8)
     return out
 
 
@@ -423,13 +526,14 @@ def backbone_layout(
     from nasdet.models import FlexResNet, make_divisible
 
     kind = type_name(backbone)
-    if kind == "ResNet":
+    if kind in _RESNET_TYPES:
         flex = resnet_to_flex(backbone, file=file)
     elif kind == "FlexResNet":
         flex = {k: v for k, v in backbone.items() if k != "_scope_"}
     else:
         raise NasdetError(
-            f"backbone targets need a ResNet or FlexResNet backbone, the base has {kind!r}",
+            f"backbone targets need a ResNet, ResNeXt or FlexResNet backbone, the base has "
+            f"{kind!r}",
             file=file,
             key="model.backbone.type",
         )
