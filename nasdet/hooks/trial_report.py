@@ -48,13 +48,16 @@ class TrialReportHook(Hook):
     Runs after :class:`~nasdet.hooks.MetricsDumpHook` (priority ``VERY_LOW``), so a
     trial stopped by its reporter has the epoch's metrics in ``metrics.json``. Without
     an installed reporter (e.g. ``tools/train.py`` on a dumped config) it does nothing.
+    A validation without metrics (no detections at all) is reported with ``{}``.
     """
 
     priority = "VERY_LOW"
 
     def after_val_epoch(self, runner: Any, metrics: dict | None = None) -> None:
         fn = current_reporter()
-        if fn is None or not metrics:
+        if fn is None:
             return
-        fn(int(runner.epoch), {k: float(v) for k, v in metrics.items()
+        # Empty metrics (a model without detections yet) are reported too: the reporter
+        # decides what they mean (the search: AP 0).
+        fn(int(runner.epoch), {k: float(v) for k, v in (metrics or {}).items()
                                if isinstance(v, (int, float))})

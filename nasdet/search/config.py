@@ -361,8 +361,8 @@ def _strategy(path: Path, section: str, raw: Any) -> dict[str, Any]:
         cls = optuna_class(section, kind)
     except KeyError:
         raise _fail(path, f"{section}.type",
-                    f"unknown {section} {kind!r} (expected one of "
-                    f"{optuna_class_names(section)})") from None
+                    f"must be one of {optuna_class_names(section)} (a short name or a "
+                    f"class of optuna.{section}s), got {kind!r}") from None
     params = inspect.signature(cls.__init__).parameters
     names = {n for n, p in params.items() if n != "self"
              and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}

@@ -219,13 +219,20 @@ class TrialEvaluator:
                 type="EigenspectrumHook", layers=["backbone_stages"],
                 interval=epochs, num_images=guided["num_images"],
                 history_file=ID_HISTORY_FILE, plot_file=None)]
-        reporting = contextlib.nullcontext()
+        reporting: Any = contextlib.nullcontext()
+        seen: dict[int, dict[str, float]] = {}
         if on_epoch is not None:
+            def remember(epoch: int, found: dict[str, float]) -> None:
+                seen[epoch] = found  # the stage's result is what its last epoch reported
+                on_epoch(epoch, found)
+
             cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="TrialReportHook")]
-            reporting = trial_reporter(on_epoch)
+            reporting = trial_reporter(remember)
         # A later train stage continues the same run from the previous stage's end.
         with reporting:
             metrics = train(cfg, resume="auto")
+        if seen:
+            metrics = seen[max(seen)]
         # The epochs run so far: the user's options may have changed the stage's length.
         return _ap_metrics(stage, metrics, int(cfg.train_cfg.get("max_epochs", epochs)))
 

@@ -445,8 +445,9 @@ class OptunaSearch:
 
         with output_to(trial_dir / TRIAL_LOG):
             try:
-                metrics = self.evaluator.run(candidate, trial_dir, report,
-                                             epoch_report=report_epoch)
+                per_epoch = any(s.options.get("report_every_epoch") for s in stages)
+                metrics = self.evaluator.run(candidate, trial_dir, report, **(
+                    {"epoch_report": report_epoch} if per_epoch else {}))
             except CandidateRejected as exc:
                 stopped_in()
                 trial.set_user_attr("rejected", str(exc))
@@ -483,7 +484,7 @@ class OptunaSearch:
         rejected = trial.user_attrs.get("rejected")
         what = {"complete": ", ".join(f"{m.metric}={v:.4g}" for m, v in
                                       zip(self.config.objectives, trial.values or [], strict=False)),
-                "pruned": f"rejected: {rejected}" if rejected else "below the median",
+                "pruned": f"rejected: {rejected}" if rejected else _pruned_text(trial),
                 "fail": trial.user_attrs.get("fail_reason", "")}.get(state, "")
         source = trial.user_attrs.get(ID_GUIDED_ATTR)
         number = f"{trial.number} (ID-guided from trial {source})" if source is not None \
@@ -527,6 +528,15 @@ class OptunaSearch:
             dim = self.config.id_guided["dimension"]
             widths = [v for k, v in params.items() if k.rsplit(".", 1)[0] == dim]
             self._say(f"[search] trial {trial.number} proposes ID-guided {dim} {widths}: {what}")
+
+
+def _pruned_text(trial: optuna.trial.FrozenTrial) -> str:
+    """Why a trial that was not rejected was pruned, for its terminal line."""
+    epoch = trial.user_attrs.get("pruned_at_epoch")
+    if epoch is not None:
+        return f"pruned at epoch {epoch}"
+    stage = trial.user_attrs.get("pruned_after")
+    return f"pruned after {stage}" if stage else "pruned"
 
 
 def _best_text(study: optuna.Study, config: SearchConfig) -> str:

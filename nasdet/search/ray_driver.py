@@ -189,7 +189,8 @@ def run_trial(spec: TrialSpec, params: dict[str, Any]) -> None:
                 "stages_done": index + int(done) if stage is not None else 0,
                 "score": float(score) if scored else math.nan,
                 "proxy_score": float(proxy) if proxy is not None else math.nan,
-                "epoch": int(metrics.get("epochs", 0)),
+                # Only a scored report is on the epoch axis (0: below every rung).
+                "epoch": int(metrics.get("epochs", 0)) if scored else 0,
                 "fidelity": spec.fidelities[index] if rung and stage is not None else 0.0}
 
     recorded = _finished_record(trial_dir, dict(candidate.params), n_stages)
@@ -325,8 +326,8 @@ class StageAwareOptunaSearch(TuneOptunaSearch):
         if result.get("stage_name") and not math.isfinite(result.get("score", math.nan)):
             return  # not a train stage's (or epoch's) report: not a step of the AP curve
         # The step of an intermediate value is the epoch, as in the Optuna driver.
-        super().on_trial_result(trial_id, {**result,
-                                           "training_iteration": int(result.get("epoch", 0))})
+        step = result.get("epoch", result.get("training_iteration", 0))
+        super().on_trial_result(trial_id, {**result, "training_iteration": int(step)})
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
@@ -648,7 +649,7 @@ class RaySearch:
             last = max(s.options["epochs"] for s in self.config.stages if s.type == "train") \
                 if any(s.type == "train" for s in self.config.stages) else 1
             scheduler = EpochASHAScheduler(
-                time_attr="epoch", metric="score", mode=_mode(objectives[0].direction),
+                n_stages=n_stages, time_attr="epoch", metric="score", mode=_mode(objectives[0].direction),
                 grace_period=1, max_t=max(2, last), reduction_factor=self.reduction_factor,
                 stop_last_trials=False)
         else:
@@ -673,16 +674,19 @@ class EpochASHAScheduler(ASHAScheduler):
     so far), so ASHA's rungs are epochs. A proxy stage's result carries its ``report``
     proxy as ``proxy_score`` (``score`` NaN, ``epoch`` 0: no rung of the epoch axis);
     this scheduler stops it by ASHA's rule on a rung of its own: below the top
-    ``1 / reduction_factor`` of the proxy scores recorded before it.
+    ``1 / reduction_factor`` of the proxy scores recorded before it. A trial's last
+    stage is its end, not a rung.
 
     Args:
+        n_stages: Stages of a complete trial.
         reduction_factor: ASHA's reduction factor.
         mode: ``max`` or ``min`` (the first objective's).
         **kwargs: ``ASHAScheduler``'s other arguments.
     """
 
-    def __init__(self, *, reduction_factor: float, mode: str, **kwargs: Any):
+    def __init__(self, *, n_stages: int, reduction_factor: float, mode: str, **kwargs: Any):
         super().__init__(reduction_factor=reduction_factor, mode=mode, **kwargs)
+        self._n_stages = n_stages
         self._proxy_rf = float(reduction_factor)
         self._proxy_sign = 1.0 if mode == "max" else -1.0
         self._proxy_rung: dict[tuple[str, str], float] = {}
@@ -690,6 +694,8 @@ class EpochASHAScheduler(ASHAScheduler):
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         proxy = result.get("proxy_score")
         if isinstance(proxy, (int, float)) and math.isfinite(proxy):
+            if result.get("stages_done", 0) >= self._n_stages:
+                return self.CONTINUE
             key = (str(result.get("stage_name")), trial.trial_id)
             if key in self._proxy_rung:
                 return self.CONTINUE

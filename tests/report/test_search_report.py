@@ -227,7 +227,6 @@ def test_enqueued_candidates_run_first_once_within_n_trials(tmp_path, backbone_c
     assert enqueue_listed(optuna.create_study(), one) == ["base"]  # n_trials leaves room for 1
 
 
-@pytest.mark.skipif(not SHIPPED.is_file(), reason="the shipped checkpoint is not here")
 def test_shipped_source_backbone_loads_safely_matches_its_sha256_and_fits():
     from nasdet.train.pretrain import build_source_backbone
     from nasdet.utils.checkpoint import check_state_dict_fits, load_checkpoint_file

@@ -19,6 +19,7 @@ FAST = {  # every candidate: 64-px images, 2-image batches, 4 training images
     "val_dataloader.batch_size": 4,
     "train_dataloader.dataset.indices": 4,
     "param_scheduler": [],
+    "model.test_cfg.rcnn.score_thr": 0.0,  # detections from epoch 1: every epoch has AP
 }
 
 
@@ -186,3 +187,62 @@ def test_report_every_epoch_must_be_a_boolean(tmp_path, tiny_space):
     with pytest.raises(NasdetError) as info:
         load_search_config(path)
     assert info.value.key == "stages[0].report_every_epoch"
+
+
+def test_ray_asha_rungs_are_epochs_and_proxies_a_rung_of_their_own():
+    from types import SimpleNamespace
+
+    from nasdet.search.ray_driver import EpochASHAScheduler
+
+    asha = EpochASHAScheduler(n_stages=3, time_attr="epoch", metric="score", mode="max",
+                              grace_period=1, max_t=4, reduction_factor=2,
+                              stop_last_trials=False)
+    a, b, c = (SimpleNamespace(trial_id=name) for name in "abc")
+    for t in (a, b, c):
+        asha.on_trial_add(None, t)
+    nan = float("nan")
+
+    def proxy(t, value, stages_done=1):
+        return asha.on_trial_result(None, t, {"stage_name": "proxy", "proxy_score": value,
+                                              "score": nan, "epoch": 0,
+                                              "stages_done": stages_done})
+
+    def epoch(t, e, value):
+        return asha.on_trial_result(None, t, {"stage_name": "full", "proxy_score": nan,
+                                              "score": value, "epoch": e, "stages_done": 1})
+
+    # Proxy rung, ASHA's rule with rf 2: below the median of the scores recorded before.
+    assert proxy(a, 5.0) == "CONTINUE"  # nothing recorded yet
+    assert proxy(b, 3.0) == "STOP"      # median of [5] is 5
+    assert proxy(c, 6.0) == "CONTINUE"  # median of [5, 3] is 4
+    # Epoch rungs 1 and 2 (grace 1, rf 2, max_t 4): the proxy scores are not on them.
+    assert epoch(a, 1, 0.5) == "CONTINUE"
+    assert epoch(c, 1, 0.2) == "STOP"   # below a's 0.5 at epoch 1
+    assert epoch(a, 2, 0.1) == "CONTINUE"  # first at rung 2
+    # A proxy stage that is the trial's last is its end, not a rung.
+    d = SimpleNamespace(trial_id="d")
+    asha.on_trial_add(None, d)
+    assert proxy(d, -100.0, stages_done=3) == "CONTINUE"
+
+
+@pytest.mark.slow
+def test_ray_trials_report_every_epoch(tmp_path, tiny_det_root, pretrained_space):
+    from nasdet.search.ray_driver import RaySearch
+
+    stages = [{"type": "proxy", "proxies": ["params"], "num_images": 2, "report": None},
+              {"type": "train", "name": "full", "epochs": 2, "report_every_epoch": True}]
+    cfg = load_search_config(_yaml(tmp_path, pretrained_space, stages=stages))
+    search = RaySearch(cfg, tmp_path / "work", data_root=tiny_det_root, cfg_options=FAST,
+                       max_concurrent=1)
+    assert search.early_stopping  # ASHA rungs at epochs 1 and 2
+    search.run()
+    trials = _study(tmp_path / "work").trials
+    assert len(trials) == 2 and trials[0].state.name == "COMPLETE"  # nothing to compare
+    for t in trials:
+        history = {h["epoch"]: h["metrics"]["coco/bbox_mAP_50"] for h in _history(t)}
+        assert t.user_attrs["proxy/params"] > 0
+        if t.state.name == "COMPLETE":  # every epoch is a step, and only they
+            assert t.intermediate_values == history and sorted(history) == [1, 2]
+        else:  # stopped by ASHA at the epoch-1 rung (epoch 2 may have run meanwhile)
+            assert t.state.name == "PRUNED" and 1 in t.intermediate_values
+            assert t.intermediate_values.items() <= history.items()

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
@@ -51,24 +50,18 @@ def test_workers_share_one_postgres_study_and_its_n_trials(tmp_path, tiny_det_ro
            "--data-root", str(tiny_det_root), "--cfg-options",
            *[f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in FAST.items()]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             cwd=REPO, env=env)
-    deadline = time.time() + 300
-    while time.time() < deadline and first.poll() is None:  # the others join a live study
-        time.sleep(0.5)
-        try:
-            if optuna.load_study(study_name="shared", storage=postgres_url).trials:
-                break
-        except Exception:
-            continue
-    others = [subprocess.Popen([*cmd, "--resume"], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
-              for _ in range(2)]
-    outs = [w.communicate(timeout=900)[0] for w in (first, *others)]
-    assert all(w.returncode == 0 for w in (first, *others)), "\n".join(o[-1500:] for o in outs)
+    # One worker creates the study (1 trial); then 3 launched together share the rest.
+    first = subprocess.run([*cmd, "--n-trials", "1"], capture_output=True, text=True,
+                           cwd=REPO, env=env, timeout=600)
+    assert first.returncode == 0, first.stdout[-1500:] + first.stderr[-1500:]
+    workers = [subprocess.Popen([*cmd, "--resume", "--n-trials", "7"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
+               for _ in range(3)]
+    outs = [w.communicate(timeout=900)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), "\n".join(o[-1500:] for o in outs)
     trials = optuna.load_study(study_name="shared", storage=postgres_url).trials
-    # n_trials is the study's: 6 in all (a worker that starts one at the same instant as
-    # another may add one), never 6 per worker.
-    assert 6 <= len(trials) <= 8 and all(t.state.is_finished() for t in trials)
+    # n_trials is the study's: 7 in all (a worker that starts one at the same instant as
+    # another may add one each), never 7 per worker.
+    assert 7 <= len(trials) <= 9 and all(t.state.is_finished() for t in trials)
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == len(trials)
     assert sum("[search] trial" in o for o in outs) >= 2  # the study was really shared

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -75,9 +76,17 @@ def test_tpe_with_median_pruning_as_shipped(tmp_path, tiny_det_root, tiny_space)
     assert len(result["rows"]) == 7
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert done and all(t.value == t.user_attrs["metrics"]["proxy/id_mean"] for t in done)
-    # The median pruner (3 start-up trials) saw each trial's proxy score at step 1.
+    # Proxy scores are metrics of their own, not steps of the AP curve; the proxy rung
+    # prunes by the median rule (3 start-up trials): a trial is pruned exactly when its
+    # score is below the median of the trials complete before it.
     scored = [t for t in study.trials if not t.user_attrs.get("rejected")]
-    assert scored and all(t.intermediate_values for t in scored)
+    assert scored and not any(t.intermediate_values for t in scored)
+    assert all(t.user_attrs["proxy/id_mean"] == t.user_attrs["metrics"]["proxy/id_mean"]
+               for t in scored)
+    for t in scored:
+        before = [o.value for o in done if o.datetime_complete < t.datetime_complete]
+        below = len(before) >= 3 and t.user_attrs["proxy/id_mean"] < float(np.median(before))
+        assert (t.state.name == "PRUNED") == below, (t.number, before)
     _replay(path, work, optuna.samplers.TPESampler(
         seed=shipped["seed"], n_startup_trials=4, multivariate=True, group=True,
         constant_liar=True), ["maximize"])
