@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -54,19 +56,18 @@ def replace_norm_layers(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def gaussian_init(model: nn.Module) -> None:
-    """Re-initialise ``model`` the way Zen-NAS and MAE-DET do, in place.
-
-    Convolution and linear weights are drawn from N(0, 1) and their biases set to zero;
-    BatchNorm/GroupNorm affine weights are set to one and biases to zero. Other
+def reinit(model: nn.Module, init_weight: Callable[[Tensor], Any]) -> None:
+    """Re-initialise ``model`` in place: ``init_weight`` on every convolution and linear
+    weight, their biases 0; BatchNorm/GroupNorm affine weights 1 and biases 0. Other
     parameters are left as they are.
 
     Args:
         model: The network (normally a copy).
+        init_weight: Fills a weight tensor in place.
     """
     for module in model.modules():
         if isinstance(module, WEIGHT_LAYERS):
-            module.weight.normal_(0.0, 1.0)
+            init_weight(module.weight)
             if getattr(module, "bias", None) is not None:
                 module.bias.zero_()
         elif isinstance(module, NORM_LAYERS):
@@ -74,6 +75,12 @@ def gaussian_init(model: nn.Module) -> None:
                 module.weight.fill_(1.0)
             if getattr(module, "bias", None) is not None:
                 module.bias.zero_()
+
+
+def gaussian_init(model: nn.Module) -> None:
+    """Re-initialise ``model`` the way Zen-NAS and MAE-DET do, in place: weights N(0, 1)
+    (see :func:`reinit`)."""
+    reinit(model, lambda w: w.normal_(0.0, 1.0))
 
 
 def log_std(x: Tensor) -> float:

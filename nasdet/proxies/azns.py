@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from nasdet.errors import NasdetError
-from nasdet.proxies._utils import NORM_LAYERS, WEIGHT_LAYERS
+from nasdet.proxies._utils import reinit
 from nasdet.proxies.adapters import ModelAdapter
 from nasdet.proxies.base import PROXIES, Proxy
 
@@ -45,26 +45,10 @@ __all__ = ["AZNASExpressivity", "AZNASProgressivity", "AZNASTrainability",
 REFERENCE = "Lee and Ham, AZ-NAS, CVPR 2024"
 
 
-@torch.no_grad()
 def kaiming_init(model: nn.Module) -> None:
-    """Re-initialise ``model`` as AZ-NAS does, in place.
-
-    Convolution and linear weights ~ Kaiming normal (``mode='fan_in'``,
-    ``nonlinearity='relu'``), their biases 0; BatchNorm/GroupNorm affine weight 1, bias 0.
-
-    Args:
-        model: The network (normally a copy).
-    """
-    for module in model.modules():
-        if isinstance(module, WEIGHT_LAYERS):
-            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
-            if getattr(module, "bias", None) is not None:
-                module.bias.zero_()
-        elif isinstance(module, NORM_LAYERS):
-            if getattr(module, "weight", None) is not None:
-                module.weight.fill_(1.0)
-            if getattr(module, "bias", None) is not None:
-                module.bias.zero_()
+    """Re-initialise ``model`` as AZ-NAS does, in place: convolution and linear weights
+    Kaiming normal (``mode='fan_in'``, ``nonlinearity='relu'``; see :func:`reinit`)."""
+    reinit(model, lambda w: nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="relu"))
 
 
 def isotropy_entropy(fmap: Tensor) -> float:

@@ -80,9 +80,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from nasdet.errors import NasdetError
+from nasdet.utils.io import read_yaml
 
 STAGE_TYPES = ("complexity", "proxy", "train")
 #: Short names; any class of ``optuna.samplers`` / ``optuna.pruners`` works by its name too.
@@ -183,23 +182,7 @@ def load_search_config(path: str | Path, **overrides: Any) -> SearchConfig:
     path = resolve_path(path, kind="configs").absolute()
     if not path.is_file():
         raise NasdetError("search config not found", file=path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError:
-        raise NasdetError("not a YAML text file (not UTF-8)", file=path) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
-        if "constructor for the tag '" in problem:
-            tag = problem.split("'")[1].replace("tag:yaml.org,2002:", "!!")
-            message = (f"YAML tag {tag}{where}: tags like !!python/... are not allowed "
-                       "(plain values, lists and mappings only)")
-        else:
-            ctx, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-            ctx = f" ({ctx} from line {cmark.line + 1})" if ctx and cmark else ""
-            message = f"not valid YAML{where}: {problem}{ctx}"
-        raise NasdetError(message, file=path) from None
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise _fail(path, "<top>", "must be a mapping")
     raw.update({k: v for k, v in overrides.items() if v is not None})

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from nasdet.errors import NasdetError
 from nasdet.space.schema import (
     DIMENSION_KEYS,
@@ -51,7 +49,7 @@ from nasdet.space.targets import (
     is_mapping,
     lookup_target,
 )
-from nasdet.utils.io import atomic_write_text
+from nasdet.utils.io import atomic_write_text, read_yaml
 from nasdet.utils.resources import data_root, is_shipped_name, resolve_path
 
 if TYPE_CHECKING:
@@ -330,23 +328,7 @@ class SearchSpace:
         path = resolve_path(path, kind="search_spaces")
         if not path.is_file():
             raise NasdetError("search space file not found", file=path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise NasdetError("not a YAML text file (not UTF-8)", file=path) from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
-            if "constructor for the tag '" in problem:
-                tag = problem.split("'")[1].replace("tag:yaml.org,2002:", "!!")
-                message = (f"YAML tag {tag}{where}: tags like !!python/... are not allowed "
-                           "(plain values, lists and mappings only)")
-            else:
-                ctx, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-                ctx = f" ({ctx} from line {cmark.line + 1})" if ctx and cmark else ""
-                message = f"not valid YAML{where}: {problem}{ctx}"
-            raise NasdetError(message, file=path) from None
+        data = read_yaml(path)
         if data is None:
             raise NasdetError("the file is empty", file=path)
         return cls(data, file=path, cache_file=cache_file)

@@ -54,3 +54,34 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_yaml(path: str | Path) -> Any:
+    """``yaml.safe_load`` of a file; a broken file is one clear error naming it.
+
+    Raises:
+        NasdetError: not UTF-8, not valid YAML (with line and column), or a tag such as
+            ``!!python/object`` (safe loading refuses them: plain data only).
+    """
+    import yaml
+
+    from nasdet.errors import NasdetError
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise NasdetError("not a YAML text file (not UTF-8)", file=path) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+        if "constructor for the tag '" in problem:
+            tag = problem.split("'")[1].replace("tag:yaml.org,2002:", "!!")
+            message = (f"YAML tag {tag}{where}: tags like !!python/... are not allowed "
+                       "(plain values, lists and mappings only)")
+        else:
+            ctx, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+            ctx = f" ({ctx} from line {cmark.line + 1})" if ctx and cmark else ""
+            message = f"not valid YAML{where}: {problem}{ctx}"
+        raise NasdetError(message, file=path) from None
