@@ -297,6 +297,7 @@ def test_shipped_search_configs_load_from_an_empty_directory_as_in_the_checkout(
     there = subprocess.run([str(installed.python), "-c", _LOAD_SEARCH_CONFIGS, *names],
                            cwd=installed.empty, capture_output=True, text=True, env=_env(),
                            check=True)
-    checkout, wheel = json.loads(here.stdout), json.loads(there.stdout)
+    # The JSON is the last line (a checkpoint warning may be logged before it).
+    checkout, wheel = (json.loads(p.stdout.strip().splitlines()[-1]) for p in (here, there))
     assert wheel == checkout
     assert any(not v.startswith("error: ") for v in wheel.values()), wheel

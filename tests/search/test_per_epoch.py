@@ -243,6 +243,8 @@ def test_ray_trials_report_every_epoch(tmp_path, tiny_det_root, pretrained_space
         assert t.user_attrs["proxy/params"] > 0
         if t.state.name == "COMPLETE":  # every epoch is a step, and only they
             assert t.intermediate_values == history and sorted(history) == [1, 2]
-        else:  # stopped by ASHA at the epoch-1 rung (epoch 2 may have run meanwhile)
-            assert t.state.name == "PRUNED" and 1 in t.intermediate_values
+        else:  # stopped by ASHA at the epoch-1 rung (epoch 2 may have run meanwhile);
+            # Tune hands the searcher no result that made the scheduler stop a trial, so
+            # the stopping epoch itself may be missing from its intermediate values.
+            assert t.state.name == "PRUNED" and 1 in history
             assert t.intermediate_values.items() <= history.items()

@@ -165,13 +165,18 @@ def cluster() -> Iterator[LocalCluster]:
 
 
 def test_trials_run_on_both_nodes(cluster, tmp_path, tiny_det_root):
-    cfg = load_search_config(write_search(tmp_path, n_trials=3, pruner={"type": "none"}))
+    # Trials that train (seconds each, not a proxy's milliseconds) overlap in time even on
+    # a loaded machine, so two run at once; a trial rejected at once frees its CPU at once.
+    cfg = load_search_config(write_search(
+        tmp_path, n_trials=4, pruner={"type": "none"},
+        objectives=[{"metric": "ap50", "direction": "maximize"}],
+        stages=[{"type": "complexity"}, {"type": "train", "name": "short", "epochs": 1}]))
     search = RaySearch(cfg, tmp_path / "work", address=cluster.address, cpus_per_trial=1,
                        data_root=tiny_det_root, cfg_options=FAST)
     grid = search.run()
     assert grid.num_errors == 0
     rows = search.rows()
-    assert len(rows) == 3 and {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"}
+    assert len(rows) == 4 and {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"}
     # One CPU per node, one per trial: two trials at a time, one on each node.
     assert {r["node_id"] for r in rows} == cluster.node_ids
     assert len(cluster.node_ids) == 2
