@@ -423,15 +423,17 @@ class OptunaSearch:
                 return
             if stage.options.get("report_every_epoch"):
                 return  # its last epoch was reported (and judged) by report_epoch
-            report_epoch(stage, index, int(metrics.get("epochs", index)), metrics)
+            report_epoch(stage, index, int(metrics.get("epochs", index)), metrics,
+                         finished=index == len(stages) - 1)
 
         def report_epoch(stage: Stage, index: int, epoch: int,
-                         metrics: dict[str, float]) -> None:
+                         metrics: dict[str, float], finished: bool = False) -> None:
             score = stage_score(self.config, stage, metrics)
             if score is None or self.config.multi_objective or not math.isfinite(score):
                 return
             trial.report(score, epoch)
-            if trial.should_prune():
+            # A trial that trained every stage is complete: pruning it saves nothing.
+            if not finished and trial.should_prune():
                 reached["done"] = index  # the stage did not finish
                 trial.set_user_attr(ENDED_AT_ATTR, stage.name)
                 trial.set_user_attr("metrics", metrics)
