@@ -276,6 +276,7 @@ def build_benchmark(plan: BenchmarkPlan, out_dir: str | Path, work_dir: str | Pa
                 raise NasdetError(f"{type(exc).__name__}: {exc} (log: {job_dir}/job.log)",
                                   key=name) from exc
             write_row(out_dir, row)
+            assemble(out_dir)  # table.csv / table.json follow every row, as the rows land
             shutil.rmtree(job_dir / "train", ignore_errors=True)
             done += 1
             finished = len(list((out_dir / "rows").glob("*.json")))
