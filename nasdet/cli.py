@@ -93,3 +93,10 @@ def run_tool(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def print_metrics(title: str, metrics: dict) -> None:
+    """A tool's closing metrics table: ``title`` and one ``key value`` line each."""
+    print(f"{title} (COCO AP as fractions, pycocotools):")
+    for key, value in metrics.items():
+        print(f"  {key:28s} {value:.4f}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nasdet.cli import add_config_options, run_tool
+from nasdet.cli import add_config_options, print_metrics, run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,9 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     # dir's test.log: the terminal gets the metrics below, or an error's one line.
     with output_to_folder_log(cfg.work_dir, "test.log"):
         metrics = evaluate(cfg, args.checkpoint)
-    print("test metrics (COCO AP as fractions, pycocotools):")
-    for key, value in metrics.items():
-        print(f"  {key:28s} {value:.4f}")
+    print_metrics("test metrics", metrics)
     print(f"log: {Path(cfg.work_dir) / 'test.log'}")
     return 0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nasdet.cli import add_config_options, run_tool
+from nasdet.cli import add_config_options, print_metrics, run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     runner.train()
     metrics = read_metrics(cfg.work_dir, "val")
     if metrics:
-        print("final validation metrics (COCO AP as fractions, pycocotools):")
-        for key, value in metrics.items():
-            print(f"  {key:28s} {value:.4f}")
+        print_metrics("final validation metrics", metrics)
     print(f"work dir: {cfg.work_dir}")
     return 0
 
