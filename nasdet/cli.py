@@ -75,6 +75,39 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         help="override config keys, e.g. train_cfg.max_epochs=2 model.backbone.depth=34")
 
 
+LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
+
+
+def _launcher(value: str) -> str:
+    if value not in LAUNCHERS:
+        raise NasdetError(f"unknown launcher {value!r}; choose one of {', '.join(LAUNCHERS)}",
+                          key="--launcher")
+    return value
+
+
+def add_launcher_options(parser: argparse.ArgumentParser) -> None:
+    """``--launcher`` and ``--local_rank`` as MMDetection's tools take them.
+
+    ``torchrun --nproc_per_node N tools/train.py CONFIG --launcher pytorch`` trains with
+    DDP (MMDetection's ``tools/dist_train.sh``); a bad value is one error line.
+    """
+    parser.add_argument("--launcher", type=_launcher, default="none",
+                        metavar="{" + ",".join(LAUNCHERS) + "}",
+                        help="job launcher: none (one process) or the launcher that "
+                        "started the processes (pytorch: torchrun)")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0,
+                        help=argparse.SUPPRESS)  # torch.distributed.launch passes it
+
+
+def apply_local_rank(args: argparse.Namespace) -> None:
+    """Export ``--local_rank`` as ``LOCAL_RANK`` where the launcher did not (as mmdet does,
+    for ``torch.distributed.launch``); a one-process run (``--launcher none``) is left alone."""
+    import os
+
+    if args.launcher != "none":
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+
+
 def run_tool(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     """Run a tool's ``main``; a :class:`NasdetError` becomes ``error: ...`` and exit 2.
 

@@ -25,7 +25,8 @@ def load_tool(name: str):
 def shrink_config(name: str, data_root: Path, work_dir: Path, *, epochs: int = 1,
                   **overrides: Any):
     """A repo config made into a seconds-long CPU run on a 64-px dataset at ``data_root``."""
-    from nasdet.train import load_config, set_data_root
+    from nasdet.data.roots import set_data_root
+    from nasdet.train import load_config
 
     cfg = load_config(CONFIGS / name, work_dir=work_dir, cfg_options={
         "train_cfg.max_epochs": epochs,
@@ -80,3 +81,22 @@ def tiny_cfg(tiny_det_root: Path, tmp_path: Path):
         return shrink_config(name, tiny_det_root, tmp_path / "work", epochs=epochs, **overrides)
 
     return load
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """The tiny detectors' backbone, freshly initialised, saved as a backbone checkpoint."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    import nasdet.models  # noqa: F401
+    from nasdet.train import load_config
+
+    register_all_modules(init_default_scope=True)
+    torch.manual_seed(0)
+    net = MODELS.build(load_config(CONFIGS / "tiny_faster_rcnn_synth.py").model.backbone)
+    net.init_weights()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_backbone.pth"
+    torch.save({"state_dict": net.state_dict(), "meta": {}}, path)
+    return path
+

@@ -138,7 +138,7 @@ def job_config(space: Any, params: dict[str, Any], seed: int, plan: BenchmarkPla
                work_dir: Path) -> Any:
     """The training config of one job: the candidate with the plan's overrides, a
     validation and a checkpoint every epoch, and the ID hook."""
-    from nasdet.train import set_data_root
+    from nasdet.data.roots import set_data_root
 
     cfg = space.candidate(params).to_config()
     if plan.cfg_options:
@@ -163,9 +163,9 @@ def job_config(space: Any, params: dict[str, Any], seed: int, plan: BenchmarkPla
 def score_proxies(cfg: Any, seed: int, num_images: int,
                   names: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Every (or the named) registered proxy on the detector as training initialises it."""
+    from nasdet.models.utils.build import build_detector
     from nasdet.proxies import MMDetAdapter, compute_proxies, registered_proxies
     from nasdet.search.evaluator import probe_batch
-    from nasdet.train.spectrum import build_detector
 
     model = build_detector(cfg, seed=seed)
     adapter = MMDetAdapter(model, probe_batch(cfg, num_images))
@@ -178,7 +178,8 @@ def score_proxies(cfg: Any, seed: int, num_images: int,
 def run_job(space: Any, arch_id: int, params: dict[str, Any], seed: int,
             plan: BenchmarkPlan, work_dir: Path) -> dict[str, Any]:
     """Score and train one (architecture, seed); returns its row (not yet written)."""
-    from nasdet.train import prepare_data, train
+    from nasdet.data.roots import prepare_data
+    from nasdet.train import train
 
     cfg = job_config(space, params, seed, plan, work_dir)
     prepare_data(cfg, progress=False)
@@ -355,6 +356,23 @@ def worker_main(args: dict[str, Any]) -> int:
         return -1
 
 
+def _exit_with_driver(driver_pid: int, every: float = 5.0) -> None:
+    """End this worker when its driver is gone (killed): no orphan keeps training.
+
+    The job in flight resumes from its last epoch checkpoint when the table is extended.
+    """
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == driver_pid:
+            time.sleep(every)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="driver-watch").start()
+
+
 def worker_process(args: dict[str, Any]) -> None:
     """Entry of a spawned worker: exit status 2 on a user error."""
+    if args.get("driver_pid"):
+        _exit_with_driver(int(args["driver_pid"]))
     sys.exit(0 if worker_main(args) >= 0 else 2)

@@ -21,6 +21,7 @@ from nasdet.data.detection import (
     render_detection_image,
 )
 from nasdet.data.render import BACKGROUNDS, SHAPES
+from nasdet.data.roots import prepare_data, set_data_root
 from nasdet.data.synthetic import DATASET_KINDS, ensure_dataset, make_spec
 
 __all__ = [
@@ -35,7 +36,9 @@ __all__ = [
     "make_classification_dataset",
     "make_detection_dataset",
     "make_spec",
+    "prepare_data",
     "read_meta",
     "render_classification_image",
     "render_detection_image",
+    "set_data_root",
 ]

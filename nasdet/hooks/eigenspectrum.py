@@ -113,7 +113,7 @@ class EigenspectrumHook(Hook):
     cached tensors are reused for every measurement (on the CPU, moved to the model's
     device per batch). Each measurement runs the model in eval mode without gradients
     (``extract_feat``, or ``predict`` when head layers are selected, see
-    :mod:`nasdet.train.spectrum`) and restores every module's train/eval flag after.
+    :mod:`nasdet.spectrum.detector`) and restores every module's train/eval flag after.
     Distributed: each process measures its share of the probe set (image ``i`` on rank
     ``i % world_size``), the covariance accumulators are all-reduced, and only rank 0
     writes.
@@ -205,7 +205,7 @@ class EigenspectrumHook(Hook):
         """Cache the probe set, reload the history on resume, measure the start."""
         from mmengine.dist import broadcast_object_list, is_main_process
 
-        from nasdet.train.spectrum import needs_full_forward
+        from nasdet.spectrum.detector import needs_full_forward
 
         model = _unwrap(runner.model)
         try:
@@ -243,7 +243,7 @@ class EigenspectrumHook(Hook):
     def _cache_probe_set(self, runner, model: torch.nn.Module) -> None:
         from mmengine.dist import get_dist_info
 
-        from nasdet.train.spectrum import build_probe_dataset, iter_probe_batches
+        from nasdet.spectrum.detector import build_probe_dataset, iter_probe_batches
 
         dataset = build_probe_dataset(runner.cfg, self.split)
         rank, world = get_dist_info()
@@ -268,7 +268,7 @@ class EigenspectrumHook(Hook):
         return Path(runner.work_dir) / self.history_file
 
     def _meta(self, runner) -> dict[str, Any]:
-        from nasdet.train.spectrum import lambda_rule
+        from nasdet.spectrum.analysis import lambda_rule
 
         return {
             "config": runner.cfg.filename,
@@ -333,7 +333,7 @@ class EigenspectrumHook(Hook):
     def _measure(self, runner, *, iteration: int, epoch: int, strict: bool = False) -> None:
         from mmengine.dist import is_main_process
 
-        from nasdet.train.spectrum import measure_spectra
+        from nasdet.spectrum.detector import measure_spectra
 
         if not self._ready or iteration in self._measured:
             return

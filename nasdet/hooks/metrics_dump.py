@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mmengine.dist import get_world_size, is_main_process
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
@@ -30,6 +31,8 @@ class MetricsDumpHook(Hook):
     clock of its iterations, ``cpu_seconds``: CPU time of this process in them, all
     threads). COCO metrics keep mmdet's names (``coco/bbox_mAP``, ``coco/bbox_mAP_50``:
     average precision as a fraction in [0, 1], pycocotools' 101-point interpolation).
+    ``world_size`` is the number of training processes (DDP); only rank 0 writes, and its
+    ``train_time`` is its own (every process runs the same number of iterations).
     """
 
     priority = "LOW"
@@ -81,10 +84,13 @@ class MetricsDumpHook(Hook):
         self._write(runner)
 
     def _write(self, runner) -> None:
+        if not is_main_process():
+            return  # one file per run: rank 0's (metrics are broadcast to every rank)
         atomic_write_json(self._path(runner), {
             **self.last,
             "epoch": runner.epoch,
             "iter": runner.iter,
+            "world_size": get_world_size(),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "history": self.history,
             "train_time": self.train_time,

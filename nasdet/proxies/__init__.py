@@ -64,7 +64,7 @@ from nasdet.proxies.base import (
 )
 
 # Importing the definitions registers them.
-from nasdet.proxies.cost import MACs, Params, count_macs_hooks, count_macs_mmengine
+from nasdet.proxies.cost import MACs, Params
 from nasdet.proxies.gradient import GradNorm, Snip, loss_gradients
 from nasdet.proxies.id_variants import IDDynamics, IDGaussRel, IDWidthNorm
 from nasdet.proxies.intrinsic_dim import (
@@ -111,8 +111,6 @@ __all__ = [
     "Zen",
     "ZiCo",
     "compute_proxies",
-    "count_macs_hooks",
-    "count_macs_mmengine",
     "flatten_tensors",
     "hamming_kernel",
     "layer_spectra",

@@ -30,28 +30,9 @@ import torch
 from torch import Tensor, nn
 
 from nasdet.errors import NasdetError
+from nasdet.utils.tensors import flatten_tensors
 
 __all__ = ["MMDetAdapter", "ModelAdapter", "TorchAdapter", "flatten_tensors"]
-
-
-def flatten_tensors(output: Any) -> list[Tensor]:
-    """All tensors in a nested tuple/list/dict output, depth first, in order.
-
-    Objects with a ``to_dict()`` or ``__dict__`` (mmengine ``InstanceData``,
-    ``DetDataSample``) are searched through their fields.
-
-    Args:
-        output: Whatever a forward returned.
-    """
-    if isinstance(output, Tensor):
-        return [output]
-    if isinstance(output, Mapping):
-        return [t for v in output.values() for t in flatten_tensors(v)]
-    if isinstance(output, (list, tuple)):
-        return [t for v in output for t in flatten_tensors(v)]
-    if hasattr(output, "to_dict") and callable(output.to_dict):
-        return flatten_tensors(output.to_dict())
-    return []
 
 
 class ModelAdapter(ABC):

@@ -2,7 +2,7 @@
 
 Inputs are plain dicts, so reports can be redrawn from stored JSON:
 
-* a spectrum analysis (:func:`nasdet.train.spectrum.analyze_checkpoints`, or the JSON
+* a spectrum analysis (:func:`nasdet.spectrum.analysis.analyze_checkpoints`, or the JSON
   that :func:`write_spectrum_json` wrote): ``{"meta", "checkpoints": [{"label",
   "layers": {name: {"channels", "count", "eigenvalues", "measures"}}}]}``;
 * an ID history (:class:`nasdet.hooks.EigenspectrumHook`): ``{"entries": [{"iteration",
@@ -92,7 +92,7 @@ def write_spectrum_json(result: Mapping[str, Any], path: str | Path) -> Path:
     """Write an analysis as JSON, atomically.
 
     Args:
-        result: What :func:`nasdet.train.spectrum.analyze_checkpoints` returned (units
+        result: What :func:`nasdet.spectrum.analysis.analyze_checkpoints` returned (units
             and the lambda rule are in its ``meta``).
         path: Destination file.
 

@@ -12,6 +12,9 @@ A search config is a YAML file (read with ``yaml.safe_load``)::
                                                  # optuna.pruners: {type: HyperbandPruner,
                                                  # min_resource: 1, max_resource: 6}
     cfg_options: {train_dataloader.dataset.indices: 192}  # for every candidate
+    max_failures: 2                              # retries of a trial whose process was
+                                                 # killed (worker, node or driver lost);
+                                                 # it continues from its last epoch
     pretrain:                                  # once, before the first trial, if the
       source: ../tiny_faster_rcnn_synth.py     # checkpoint (relative to the working
       checkpoint: work_dirs/pretrain/backbone.pth  # dir) is missing: the transfer
@@ -90,7 +93,9 @@ PRUNERS = ("median", "none")
 SAMPLER_ALIASES = {"tpe": "TPESampler", "nsga2": "NSGAIISampler", "random": "RandomSampler"}
 PRUNER_ALIASES = {"median": "MedianPruner", "none": "NopPruner"}
 _TOP_KEYS = {"space", "n_trials", "sampler", "pruner", "objectives", "stages", "seed",
-             "cfg_options", "pretrain", "id_guided", "enqueue"}
+             "cfg_options", "pretrain", "id_guided", "enqueue", "max_failures"}
+#: Retries of an interrupted trial when the config does not say (``max_failures``).
+DEFAULT_MAX_FAILURES = 2
 _ID_GUIDED_KEYS = {"dimension", "metric", "budget", "after", "num_images"}
 #: Costs an ID-guided proposal may be held to (see :mod:`nasdet.space.derive_widths`).
 ID_GUIDED_METRICS = ("macs", "params")
@@ -143,6 +148,9 @@ class SearchConfig:
     id_guided: dict[str, Any] | None = None
     #: Candidates run first: ``{"name": str, "params": {...}}`` each, checked against the space.
     enqueue: tuple[dict[str, Any], ...] = ()
+    #: Times a trial cut off by a lost process (worker, node, driver) is retried; it
+    #: continues from its last epoch checkpoint (0: never retried).
+    max_failures: int = DEFAULT_MAX_FAILURES
 
     @property
     def metrics(self) -> set[str]:
@@ -202,6 +210,11 @@ def load_search_config(path: str | Path, **overrides: Any) -> SearchConfig:
     if not isinstance(n_trials, int) or n_trials < 1:
         raise _fail(path, "n_trials", f"must be a positive integer, got {n_trials!r}")
 
+    max_failures = raw.get("max_failures", DEFAULT_MAX_FAILURES)
+    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
+        raise _fail(path, "max_failures",
+                    f"must be a non-negative integer, got {max_failures!r}")
+
     stages = tuple(_stage(path, i, s) for i, s in enumerate(raw.get("stages") or []))
     if not stages:
         raise _fail(path, "stages", "at least one stage is needed")
@@ -247,7 +260,8 @@ def load_search_config(path: str | Path, **overrides: Any) -> SearchConfig:
                        objectives=objectives, stages=stages, sampler=sampler, pruner=pruner,
                        seed=int(raw.get("seed", 0)), cfg_options=dict(cfg_options),
                        pretrain=pretrain, id_guided=id_guided,
-                       enqueue=_enqueue(path, raw.get("enqueue"), space_path))
+                       enqueue=_enqueue(path, raw.get("enqueue"), space_path),
+                       max_failures=max_failures)
     for i, obj in enumerate(objectives):
         if obj.metric not in cfg.metrics:
             raise _fail(path, f"objectives[{i}].metric",

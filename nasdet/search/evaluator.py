@@ -12,10 +12,18 @@ Every trial writes under its own absolute directory::
     <trial_dir>/metrics.json     every metric so far, rewritten after each stage
                                  (``proxy_error/<name>``: why a proxy failed here)
     <trial_dir>/spectrum.json    per-layer eigenvalues and ID measures (proxy stage)
-    <trial_dir>/train/           mmengine work dir of the train stages
+    <trial_dir>/train/           mmengine work dir of the train stages (a checkpoint
+                                 after every epoch, the last two kept, so a trial cut
+                                 off mid-stage continues from its last epoch)
     <trial_dir>/id_widths.json   with ``id_guided``: the widths the trained model's
                                  stage ID proposes, or why there is no proposal
                                  (see :meth:`TrialEvaluator.propose_widths`)
+
+A retried trial (``run(..., resume=True)`` on the directory of the run that was cut
+off) skips the stages ``metrics.json`` records as done and continues a train stage from
+its last epoch checkpoint (``train(resume="auto")``). Checkpoints are removed when the
+trial ends (it finished, was pruned or rejected, or raised), never when its process is
+interrupted (``KeyboardInterrupt``, ``SystemExit``, a kill): it may be retried.
 """
 
 from __future__ import annotations
@@ -38,6 +46,11 @@ ReportFn = Callable[[Stage, int, dict[str, float]], None]
 #: ``epoch_report(stage, stage index, epoch, metrics so far)``, after each validation
 #: epoch of a train stage with ``report_every_epoch`` (epoch: epochs trained so far).
 EpochReportFn = Callable[[Stage, int, int, dict[str, float]], None]
+#: ``on_checkpoint(stage, stage index, epoch, checkpoint file)``, after every training
+#: epoch of a train stage (the file is the trial's latest epoch checkpoint).
+CheckpointFn = Callable[[Stage, int, int, Path], None]
+#: Where a trial records its metrics and how many stages are done.
+METRICS_FILE = "metrics.json"
 
 # Layers whose spectra a trial records: backbone stages and FPN levels.
 SPECTRUM_LAYERS = ("backbone_stages", "fpn")
@@ -83,7 +96,9 @@ class TrialEvaluator:
 
     # -- the trial ------------------------------------------------------------------
     def run(self, candidate: Any, trial_dir: str | Path, report: ReportFn, *,
-            epoch_report: EpochReportFn | None = None) -> dict[str, float]:
+            epoch_report: EpochReportFn | None = None, resume: bool = False,
+            restored: ReportFn | None = None,
+            on_checkpoint: CheckpointFn | None = None) -> dict[str, float]:
         """Evaluate ``candidate`` stage by stage.
 
         Args:
@@ -92,6 +107,12 @@ class TrialEvaluator:
             report: Called after each stage with (stage, stage index, all metrics so far).
             epoch_report: Called after each validation epoch of the train stages with
                 ``report_every_epoch`` (those stages validate every epoch only then).
+            resume: Continue the run ``trial_dir`` holds (a retried trial): the stages
+                its ``metrics.json`` records as done for these params are not run again
+                (``restored``, not ``report``, is called for them) and a train stage
+                continues from its last epoch checkpoint.
+            restored: Called instead of ``report`` for each stage taken from the record.
+            on_checkpoint: Called after each training epoch with its checkpoint.
 
         Returns:
             All metrics of the trial (see :mod:`nasdet.search.config`).
@@ -102,12 +123,17 @@ class TrialEvaluator:
         trial_dir = Path(trial_dir).absolute()
         trial_dir.mkdir(parents=True, exist_ok=True)
         cfg = self.candidate_config(candidate)
+        done, metrics = recorded_stages(trial_dir, dict(candidate.params)) if resume \
+            else (0, {})
         candidate.dump(trial_dir / "candidate.py")
         atomic_write_json(trial_dir / "params.json", dict(candidate.params))
-        metrics: dict[str, float] = {}
         guided = self.config.id_guided
         try:
             for index, stage in enumerate(self.config.stages):
+                if index < done:  # finished before the run was cut off
+                    if restored is not None:
+                        restored(stage, index, metrics)
+                    continue
                 start = time.perf_counter()
                 if stage.type == "complexity":
                     metrics.update(self._complexity(candidate))
@@ -120,27 +146,41 @@ class TrialEvaluator:
                                      index=index) -> None:
                             epoch_report(stage, index, epoch,
                                          {**metrics, **_ap_metrics(stage, found, epoch)})
-                    metrics.update(self._train(cfg, stage, trial_dir, on_epoch))
+                    on_saved = None
+                    if on_checkpoint is not None:
+                        def on_saved(epoch: int, path: Path, stage=stage, index=index) -> None:
+                            on_checkpoint(stage, index, epoch, path)
+                    metrics.update(self._train(cfg, stage, trial_dir, on_epoch, on_saved))
                 metrics[f"seconds/{stage.name}"] = time.perf_counter() - start
                 if guided and stage.name == guided["after"]:
                     start = time.perf_counter()
                     record = self.propose_widths(candidate, trial_dir)
                     metrics["id_guided/proposed"] = float(record["proposed"])
                     metrics["seconds/id_guided"] = time.perf_counter() - start
-                atomic_write_json(trial_dir / "metrics.json", {
+                atomic_write_json(trial_dir / METRICS_FILE, {
                     "metrics": metrics, "stages_done": index + 1,
                     "units": "ap/ap50: COCO bbox AP as fractions; macs/params: counts; "
                              "seconds/*: wall-clock seconds of the stage"})
                 report(stage, index, metrics)
-        finally:
-            if not self.keep_checkpoints:
-                for ckpt in (trial_dir / "train").glob("*.pth"):
-                    ckpt.unlink()
+        except Exception:  # the trial ends here (pruned, rejected, raised)
+            self.remove_checkpoints(trial_dir)
+            raise
+        # KeyboardInterrupt, SystemExit: the trial is cut off and may be retried.
+        self.remove_checkpoints(trial_dir)
         return metrics
+
+    def remove_checkpoints(self, trial_dir: str | Path) -> None:
+        """Remove a trial's training checkpoints (unless ``keep_checkpoints``)."""
+        if self.keep_checkpoints:
+            return
+        train = Path(trial_dir) / "train"
+        for ckpt in train.glob("*.pth"):
+            ckpt.unlink(missing_ok=True)
+        (train / "last_checkpoint").unlink(missing_ok=True)
 
     def candidate_config(self, candidate: Any):
         """The candidate's full mmengine config, data root made absolute."""
-        from nasdet.train import set_data_root
+        from nasdet.data.roots import set_data_root
         from nasdet.train.config import merge_cfg_options
 
         cfg = candidate.to_config()
@@ -161,9 +201,9 @@ class TrialEvaluator:
         return {"params": float(cost["params"]), "macs": float(cost["macs"])}
 
     def _proxies(self, cfg, stage: Stage, trial_dir: Path) -> dict[str, float]:
+        from nasdet.models.utils.build import build_detector
         from nasdet.proxies import MMDetAdapter, compute_proxies
         from nasdet.spectrum import SpectrumProbe
-        from nasdet.train.spectrum import build_detector
 
         model = build_detector(cfg)
         batch = probe_batch(cfg, stage.options["num_images"])
@@ -187,7 +227,8 @@ class TrialEvaluator:
         return out
 
     def _train(self, cfg, stage: Stage, trial_dir: Path,
-               on_epoch: Callable[[int, dict[str, float]], None] | None = None
+               on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+               on_saved: Callable[[int, Path], None] | None = None,
                ) -> dict[str, float]:
         import contextlib
         import copy
@@ -195,7 +236,7 @@ class TrialEvaluator:
         from nasdet.hooks.trial_report import trial_reporter
         from nasdet.train import train
         from nasdet.train.config import merge_cfg_options
-        from nasdet.train.transfer import set_training_length
+        from nasdet.transfer import set_training_length
 
         cfg = copy.deepcopy(cfg)  # Config.copy() is shallow: stages must not share train_cfg
         cfg.work_dir = str(trial_dir / "train")
@@ -204,7 +245,11 @@ class TrialEvaluator:
         epochs = set_training_length(cfg, stage.options["epochs"])
         # Validation once at the stage's end, or after every epoch for per-epoch reports.
         cfg.train_cfg.val_interval = 1 if on_epoch is not None else epochs
-        cfg.default_hooks.checkpoint.interval = epochs
+        # A checkpoint after every epoch: a trial cut off mid-stage continues from its last
+        # epoch. Two are kept: mmengine removes the oldest before it writes the next, and
+        # the previous one must survive a kill while the next is written.
+        cfg.default_hooks.checkpoint.interval = 1
+        cfg.default_hooks.checkpoint.max_keep_ckpts = -1 if self.keep_checkpoints else 2
         cfg.default_hooks.checkpoint.save_best = None
         cfg.default_hooks.logger.interval = 50
         cfg.log_level = "WARNING"  # the trial's own log file keeps nothing; progress is per trial
@@ -221,13 +266,15 @@ class TrialEvaluator:
                 history_file=ID_HISTORY_FILE, plot_file=None)]
         reporting: Any = contextlib.nullcontext()
         seen: dict[int, dict[str, float]] = {}
-        if on_epoch is not None:
+        if on_epoch is not None or on_saved is not None:
             def remember(epoch: int, found: dict[str, float]) -> None:
                 seen[epoch] = found  # the stage's result is what its last epoch reported
-                on_epoch(epoch, found)
+                if on_epoch is not None:
+                    on_epoch(epoch, found)
 
             cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="TrialReportHook")]
-            reporting = trial_reporter(remember)
+            reporting = trial_reporter(remember if on_epoch is not None else None,
+                                       saved=on_saved)
         # A later train stage continues the same run from the previous stage's end.
         with reporting:
             metrics = train(cfg, resume="auto")
@@ -341,6 +388,24 @@ def _ap_metrics(stage: Stage, found: dict[str, Any], epoch: int) -> dict[str, fl
             "epochs": float(epoch)}
 
 
+def recorded_stages(trial_dir: str | Path,
+                    params: dict[str, Any]) -> tuple[int, dict[str, float]]:
+    """The stages a trial directory records as done for ``params``, and their metrics.
+
+    ``(0, {})`` when there is no record, or it is of other params.
+    """
+    trial_dir = Path(trial_dir)
+    try:
+        stored = json.loads((trial_dir / "params.json").read_text())
+        record = json.loads((trial_dir / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return 0, {}
+    if not isinstance(record, dict) or stored != json.loads(json.dumps(params, default=str)):
+        return 0, {}
+    metrics = dict(record.get("metrics") or {})  # proxy_error/<name>: text
+    return int(record.get("stages_done", 0) or 0), metrics
+
+
 def read_id_proposal(trial_dir: str | Path | None) -> dict[str, Any] | None:
     """The params an ID-guided trial proposes (``id_widths.json``), or None.
 
@@ -366,7 +431,7 @@ def probe_batch(cfg, num_images: int) -> dict[str, Any]:
     """
     from mmengine.dataset import pseudo_collate
 
-    from nasdet.train.spectrum import build_probe_dataset
+    from nasdet.spectrum.detector import build_probe_dataset
 
     dataset = build_probe_dataset(cfg, "train")
     return pseudo_collate([dataset[i] for i in range(min(num_images, len(dataset)))])

@@ -4,9 +4,11 @@ TPE for one objective, NSGA-II for several (or any Optuna sampler the config nam
 pruner (median by default, or any Optuna pruner) stops trials between train stages or,
 with ``report_every_epoch``, between epochs: the step of a report is the epochs trained
 so far (single objective). A proxy stage prunes by its own median rule
-(:func:`proxy_rung_prunes`), never on the AP step axis. Every finished trial is in the storage the moment
-it ends, so a search killed with SIGKILL loses only the trial in flight; ``resume``
-continues the study until it has ``n_trials`` finished trials.
+(:func:`~nasdet.search.trials.proxy_rung_prunes`), never on the AP step axis. Every
+finished trial is in the storage the moment it ends, so a search killed with SIGKILL
+loses only the trial in flight; ``resume`` continues the study until it has
+``n_trials`` finished trials (the bookkeeping both drivers share is in
+:mod:`nasdet.search.trials`).
 
 With ``id_guided`` (see :mod:`nasdet.search.config`) a finished trial's proposal
 (``id_widths.json``) is enqueued as a later trial, with the user attribute
@@ -21,291 +23,72 @@ one): start the same command with ``--resume`` in another shell, or on another m
 with the same ``--storage`` URL. ``n_trials`` counts for the whole study: a worker stops
 once the finished trials and those other workers are running reach it.
 
+A trial cut off by a lost process (the driver SIGKILLed, Ctrl-C, a machine lost) is
+failed and retried with the same params as a new trial (user attribute
+``retried_from``, Optuna's ``retry_history``), up to ``max_failures`` times
+(:class:`~nasdet.search.trials.RetryInterrupted`, Optuna's
+``RetryHeartbeatStaleTrialCallback``). The retry runs in the old trial's directory:
+the stages it finished are not run again and training continues from the last epoch
+checkpoint; interrupted trials do not count towards ``n_trials``. Which trials a
+driver takes over: each trial records its worker (machine, pid, process start time,
+see :func:`~nasdet.search.trials.worker_record`); a resumed driver fails at once the
+RUNNING trials of a worker of this machine whose process is gone (no need to wait for
+the heartbeat) and never touches a live worker's. Trials of workers on other machines
+are failed by the heartbeat of RDB storages after the grace period and retried by the
+storage's callback (any live worker's next trial start runs the check).
+
 The terminal gets only the driver's own lines: a header, one line per finished trial
-(:func:`trial_line`) and errors. Everything else a trial prints (mmengine, mmdet,
-pycocotools, C extensions, warnings) goes to ``<trial_dir>/trial.log``; what the
-driver itself causes (Optuna's own log, the report) to ``<work_dir>/search.log``.
+(:func:`~nasdet.search.trials.trial_line`) and errors. Everything else a trial prints
+(mmengine, mmdet, pycocotools, C extensions, warnings) goes to ``<trial_dir>/trial.log``;
+what the driver itself causes (Optuna's own log, the report) to ``<work_dir>/search.log``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from nasdet.errors import NasdetError
 from nasdet.search.config import SearchConfig, Stage
 from nasdet.search.evaluator import CandidateRejected, TrialEvaluator, read_id_proposal
 from nasdet.search.storage import default_storage_url, open_storage
+from nasdet.search.trials import (
+    ENDED_AT_ATTR,
+    FINISHED,
+    ID_GUIDED_ATTR,
+    RETRIED_FROM_ATTR,
+    SEARCH_LOG,
+    TRIAL_LOG,
+    WORKER_ATTR,
+    RetryInterrupted,
+    best_text,
+    check_study,
+    enqueue_id_proposal,
+    enqueue_listed,
+    error_text,
+    interrupted,
+    is_scored,
+    make_pruner,
+    make_sampler,
+    n_taken,
+    objective_values,
+    outcome_text,
+    params_tried,
+    proxy_rung_prunes,
+    proxy_score,
+    stage_score,
+    take_over_interrupted,
+    trial_line,
+    worker_record,
+)
 from nasdet.utils.output import output_to
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-#: User attribute (and row column) of a trial run from another trial's ID-guided proposal.
-ID_GUIDED_ATTR = "id_guided_from"
-#: User attribute (and row column) of a trial run from the config's ``enqueue`` list: its name.
-ENQUEUED_ATTR = "enqueued_as"
-#: Each trial's log file (inside its trial directory) and the driver's (in the work dir).
-TRIAL_LOG = "trial.log"
-SEARCH_LOG = "search.log"
-#: User attribute: the stage that ended a trial (its last stage, or where it stopped).
-ENDED_AT_ATTR = "ended_at"
-
-
-def counts_towards_n_trials(trial: optuna.trial.FrozenTrial) -> bool:
-    """Finished trials, except those cut off by a killed driver (they are re-run).
-
-    A trial that raised carries a ``fail_reason``; one failed by the heartbeat check or
-    by :func:`_fail_interrupted` does not.
-    """
-    if trial.state == TrialState.FAIL:
-        return "fail_reason" in trial.user_attrs
-    return trial.state in FINISHED
-
-
-def _interrupted(trial: optuna.trial.FrozenTrial) -> bool:
-    return trial.state == TrialState.FAIL and not counts_towards_n_trials(trial)
-
-
-def trial_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """A trial's params; an enqueued trial that has not started holds them as fixed params."""
-    return dict(trial.params) or dict(trial.system_attrs.get("fixed_params") or {})
-
-
-def _canonical(params: Mapping[str, Any]) -> str:
-    return json.dumps(dict(params), sort_keys=True, default=str)
-
-
-def params_tried(trials: Iterable[optuna.trial.FrozenTrial], params: Mapping[str, Any]) -> bool:
-    """Whether one of ``trials`` has (or, enqueued, will have) exactly ``params``."""
-    key = _canonical(params)
-    return any(_canonical(trial_params(t)) == key for t in trials)
-
-
-def enqueue_id_proposal(study: optuna.Study, params: Mapping[str, Any], source: int | str,
-                        trials: Iterable[optuna.trial.FrozenTrial] | None = None) -> bool:
-    """Enqueue an ID-guided proposal of trial ``source`` unless its params were tried.
-
-    Args:
-        study: The study (the next ``ask`` returns the enqueued trial).
-        params: The proposed candidate's params (``id_widths.json``'s ``params``).
-        source: The proposing trial (number, or Ray Tune's trial id).
-        trials: The trials whose params count as tried (default: all of the study's).
-
-    Returns:
-        Whether a trial was enqueued.
-    """
-    trials = study.get_trials(deepcopy=False) if trials is None else trials
-    if params_tried(trials, params):
-        return False
-    # Our own check above, not skip_if_exists: a trial cut off by a killed driver has
-    # the params but never ran, and must not block them.
-    study.enqueue_trial(dict(params), user_attrs={ID_GUIDED_ATTR: source})
-    return True
-
-
-def enqueue_listed(study: optuna.Study, config: SearchConfig) -> list[str]:
-    """Enqueue the config's ``enqueue`` candidates not tried yet, while ``n_trials`` has room.
-
-    A trial cut off by a killed driver does not count as tried: its candidate is run again.
-
-    Returns:
-        The names enqueued.
-    """
-    names = []
-    for item in config.enqueue:
-        trials = [t for t in study.get_trials(deepcopy=False) if not _interrupted(t)]
-        taken = sum(1 for t in trials if counts_towards_n_trials(t)
-                    or t.state in (TrialState.WAITING, TrialState.RUNNING))
-        if taken >= config.n_trials or params_tried(trials, item["params"]):
-            continue
-        study.enqueue_trial(dict(item["params"]), user_attrs={ENQUEUED_ATTR: item["name"]})
-        names.append(item["name"])
-    return names
-
-
-def make_sampler(config: SearchConfig, *, stream: Sequence[int] = ()) -> optuna.samplers.BaseSampler:
-    """The sampler the config asks for, seeded.
-
-    ``tpe``, ``nsga2`` and ``random`` keep nasdet's defaults (TPE: multivariate, grouped,
-    constant liar, 4 start-up trials; NSGA-II: population 8); any other ``type`` is a
-    class of ``optuna.samplers`` built with the section's other keys as arguments.
-
-    Args:
-        config: The search config (``sampler.seed``, else ``seed``).
-        stream: Empty for the worker that creates a study: the config's seed as is, so a
-            fresh search is reproducible. A resumed or joining worker passes something
-            that tells it apart (trials so far, process id): a sampler seeded like the
-            first would replay the first worker's candidates.
-    """
-    import inspect
-
-    from nasdet.search.config import optuna_class
-
-    kind = config.sampler.get("type")
-    seed = config.sampler.get("seed", config.seed)
-    if stream:
-        seed = int(np.random.SeedSequence([int(seed or 0), *stream]).generate_state(1)[0])
-    kwargs = {k: v for k, v in config.sampler.items() if k not in ("type", "seed")}
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if kind == "nsga2":
-        kwargs["population_size"] = int(kwargs.get("population_size", 8))
-        return optuna.samplers.NSGAIISampler(seed=seed, **kwargs)
-    if kind == "tpe":
-        # multivariate + group handle define-by-run spaces whose parameters come and go.
-        kwargs = {"multivariate": True, "group": True, "constant_liar": True, **kwargs}
-        kwargs["n_startup_trials"] = int(kwargs.get("n_startup_trials", 4))
-        return optuna.samplers.TPESampler(seed=seed, **kwargs)
-    cls = optuna_class("sampler", kind)
-    if "seed" in inspect.signature(cls.__init__).parameters:
-        kwargs["seed"] = seed
-    return _build(config, "sampler", cls, kwargs)
-
-
-def make_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
-    """The pruner the config asks for (always none for several objectives).
-
-    ``median`` is Optuna's median pruner with 2 start-up trials and no warm-up steps;
-    any other ``type`` is a class of ``optuna.pruners`` built with the section's other
-    keys as arguments (``reduction_factor`` only where the class takes it: else it is
-    the Ray driver's ASHA factor).
-    """
-    import inspect
-
-    from nasdet.search.config import optuna_class
-
-    kind = config.pruner.get("type")
-    if config.multi_objective or kind == "none":
-        return optuna.pruners.NopPruner()
-    cls = optuna_class("pruner", kind)
-    takes = inspect.signature(cls.__init__).parameters
-    kwargs = {k: v for k, v in config.pruner.items()
-              if k != "type" and (k != "reduction_factor" or k in takes)}
-    if kind == "median":
-        kwargs = {"n_warmup_steps": 0, **kwargs}
-        kwargs["n_startup_trials"] = int(kwargs.get("n_startup_trials", 2))
-    return _build(config, "pruner", cls, kwargs)
-
-
-def _build(config: SearchConfig, section: str, cls: type, kwargs: dict[str, Any]) -> Any:
-    """``cls(**kwargs)``; Optuna's refusal of a value as one error naming the key."""
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise NasdetError(f"optuna.{section}s.{cls.__name__}{tuple(kwargs) or ''}: {exc}",
-                          file=config.path, key=section) from None
-
-
-def stage_score(config: SearchConfig, stage: Stage, metrics: dict[str, float]) -> float | None:
-    """The value a pruner compares after a train stage or epoch (None: nothing to compare).
-
-    Train stages report the first objective's metric (e.g. ``ap50``) at the step
-    ``metrics["epochs"]``; proxy and complexity stages report nothing on that axis (a
-    proxy rung is judged by :func:`proxy_rung_prunes`).
-    """
-    if stage.type == "train":
-        return metrics.get(config.objectives[0].metric, metrics.get("ap50"))
-    return None
-
-
-def proxy_score(stage: Stage, metrics: dict[str, float]) -> float | None:
-    """A proxy stage's ``report`` proxy score (None: ``report: null``, or it failed)."""
-    if stage.type != "proxy":
-        return None
-    report = stage.options.get("report")
-    return metrics.get(f"proxy/{report}") if report is not None else None
-
-
-def proxy_rung_prunes(config: SearchConfig, value: float, others: Iterable[float]) -> bool:
-    """Whether a proxy score is worse than the median of the complete trials' scores.
-
-    The median rule proxy rungs always had (median pruner, ``pruner.n_startup_trials``
-    complete trials first, default 2), compared in the first objective's direction.
-
-    Args:
-        config: The search config.
-        value: This trial's proxy score.
-        others: The same proxy's scores of the study's complete trials.
-    """
-    if config.multi_objective or config.pruner.get("type") == "none" or not math.isfinite(value):
-        return False
-    values = [float(v) for v in others if math.isfinite(float(v))]
-    if not values or len(values) < int(config.pruner.get("n_startup_trials", 2)):
-        return False
-    median = float(np.median(values))
-    return value < median if config.objectives[0].direction == "maximize" else value > median
-
-
-def objective_values(config: SearchConfig, metrics: dict[str, float]) -> list[float]:
-    """The objectives' values of a finished trial."""
-    return [float(metrics[o.metric]) for o in config.objectives]
-
-
-def trial_line(number: int | str, state: str, what: str, *, stage: str | None,
-               seconds: float | None, done: int, n_trials: int, best: str,
-               elapsed_s: float, finished_here: int, note: str = "") -> str:
-    """The one terminal line of a finished trial (both drivers print it).
-
-    ``[search] trial 3 complete: ap50=0.41 | ended at full | 52 s | 4/8 done |
-    best ap50=0.45 (trial 1) | ETA 3.5 min``; the ETA is the remaining trials times the
-    mean wall-clock time per trial finished by this run so far.
-
-    Args:
-        number: The trial's number.
-        state: ``complete``, ``pruned`` or ``fail``.
-        what: Objective values, or why the trial was pruned or failed.
-        stage: The stage that ended the trial (None: unknown).
-        seconds: The trial's wall-clock seconds (None: unknown).
-        done: Trials of the search finished so far.
-        n_trials: Trials the search runs.
-        best: The best trial so far, as text.
-        elapsed_s: Wall-clock seconds since this run started its first trial.
-        finished_here: Trials this run finished.
-        note: Appended as is (e.g. where the log of a failed trial is).
-    """
-    remaining = max(0, n_trials - done)
-    if remaining == 0:
-        eta = "ETA 0 min"
-    elif finished_here > 0:
-        eta = f"ETA {remaining * elapsed_s / finished_here / 60:.1f} min"
-    else:
-        eta = "ETA -"
-    took = f"{seconds:.0f} s" if seconds is not None and math.isfinite(seconds) else "? s"
-    return (f"[search] trial {number} {state}: {what or '-'} | ended at {stage or '?'} | "
-            f"{took} | {done}/{n_trials} done | best {best} | {eta}{note}")
-
-
-def check_study(storage: optuna.storages.BaseStorage, url: str, study_name: str,
-                resume: bool) -> bool:
-    """Whether ``study_name`` exists in ``storage``; the same two errors for both backends.
-
-    Args:
-        storage: The opened storage.
-        url: Its URL (for the messages).
-        study_name: The study.
-        resume: Whether the search continues an existing study.
-
-    Raises:
-        NasdetError: The study exists without ``resume``, or is missing with it.
-    """
-    exists = study_name in {s.study_name for s in storage.get_all_studies()}
-    if exists and not resume:
-        raise NasdetError(
-            f"study '{study_name}' already exists in {url}; pass --resume to continue it "
-            "or --study-name for a new one", key="--study-name")
-    if resume and not exists:
-        raise NasdetError(f"no study '{study_name}' to resume in {url}", key="--resume")
-    return exists
 
 
 class OptunaSearch:
@@ -317,7 +100,8 @@ class OptunaSearch:
         storage: Any Optuna storage URL (default: ``sqlite:///<work_dir>/study.db``).
         study_name: Default: the search config's file stem.
         resume: Continue an existing study; without it an existing study is an error.
-        keep_checkpoints: Keep trials' checkpoints.
+        keep_checkpoints: Keep trials' checkpoints (otherwise removed when a trial
+            ends; a trial cut off keeps them until its retry ends).
         data_root: Dataset root for every candidate (see :class:`TrialEvaluator`).
         cfg_options: Overrides applied to every candidate's config.
         out: Where the driver's own lines go (default ``sys.stdout`` as it was when
@@ -344,10 +128,17 @@ class OptunaSearch:
         self._terminal: TextIO | None = None
         self._started = 0.0
         self._finished_here = 0
+        self.retry = RetryInterrupted(config.max_failures, self.evaluator.remove_checkpoints)
+        self._heartbeat = False
 
     def open_study(self) -> optuna.Study:
         """Create (or with ``resume``, load) the study; clear errors for both mistakes."""
         storage = open_storage(self.storage_url)
+        from optuna.storages._heartbeat import is_heartbeat_enabled
+
+        self._heartbeat = is_heartbeat_enabled(storage)
+        if self._heartbeat:  # a dead worker's trial: failed by heartbeat, then retried
+            storage.heartbeat_stale_trial_callback = self.retry
         exists = check_study(storage, self.storage_url, self.study_name, self.resume)
         directions = [o.direction for o in self.config.objectives]
         stream: tuple[int, ...] = ()
@@ -381,9 +172,12 @@ class OptunaSearch:
     def _run(self) -> optuna.Study:
         study = self.open_study()
         if self.resume:
-            _fail_interrupted(study)
+            retried = take_over_interrupted(study, self.retry, heartbeat=self._heartbeat)
+            if retried:
+                self._say(f"[search] retrying interrupted trial(s) {retried} where they "
+                          "stopped")
         enqueue_listed(study, self.config)
-        done = sum(1 for t in study.get_trials(deepcopy=False) if counts_towards_n_trials(t))
+        done = n_taken(study.get_trials(deepcopy=False))
         todo = max(0, self.config.n_trials - done)
         self._say(f"[search] study '{self.study_name}' | storage {self.storage_url} | "
                   f"n_trials {self.config.n_trials} ({done} finished, {todo} to run) | "
@@ -404,8 +198,13 @@ class OptunaSearch:
 
     # -- one trial --------------------------------------------------------------------
     def _objective(self, trial: optuna.Trial) -> float | list[float]:
+        trial.set_user_attr(WORKER_ATTR, worker_record(self.work_dir))
         candidate = self.evaluator.space.suggest(trial)
         trial_dir = self.work_dir / "trials" / f"{trial.number:04d}"
+        retried = RETRIED_FROM_ATTR in trial.user_attrs
+        old = trial.user_attrs.get("trial_dir")
+        if retried and old and Path(old).is_dir():  # continue where it was cut off
+            trial_dir = Path(old)
         trial.set_user_attr("trial_dir", str(trial_dir))
         trial.set_user_attr("candidate_key", candidate.key)
         stages = self.config.stages
@@ -429,7 +228,7 @@ class OptunaSearch:
         def report_epoch(stage: Stage, index: int, epoch: int,
                          metrics: dict[str, float], finished: bool = False) -> None:
             score = stage_score(self.config, stage, metrics)
-            if score is None or self.config.multi_objective or not math.isfinite(score):
+            if not is_scored(stage, self.config) or score is None or not math.isfinite(score):
                 return
             trial.report(score, epoch)
             # A trial that trained every stage is complete: pruning it saves nothing.
@@ -441,6 +240,15 @@ class OptunaSearch:
                 trial.set_user_attr("pruned_at_epoch", epoch)
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} (stage '{stage.name}')")
 
+        def restored(stage: Stage, index: int, metrics: dict[str, float]) -> None:
+            """A stage the interrupted run finished: recorded again, not judged again."""
+            reached["done"] = index + 1
+            trial.set_user_attr(ENDED_AT_ATTR, stage.name)
+            trial.set_user_attr("metrics", metrics)
+            for key, value in metrics.items():
+                if key.startswith("proxy/"):
+                    trial.set_user_attr(key, value)
+
         def stopped_in() -> None:
             if reached["done"] < len(stages):
                 trial.set_user_attr(ENDED_AT_ATTR, stages[reached["done"]].name)
@@ -448,8 +256,9 @@ class OptunaSearch:
         with output_to(trial_dir / TRIAL_LOG):
             try:
                 per_epoch = any(s.options.get("report_every_epoch") for s in stages)
-                metrics = self.evaluator.run(candidate, trial_dir, report, **(
-                    {"epoch_report": report_epoch} if per_epoch else {}))
+                metrics = self.evaluator.run(
+                    candidate, trial_dir, report, resume=retried, restored=restored,
+                    **({"epoch_report": report_epoch} if per_epoch else {}))
             except CandidateRejected as exc:
                 stopped_in()
                 trial.set_user_attr("rejected", str(exc))
@@ -458,7 +267,7 @@ class OptunaSearch:
                 raise
             except Exception as exc:
                 stopped_in()
-                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+                trial.set_user_attr("fail_reason", error_text(exc))
                 trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
                 traceback.print_exc()  # into the trial's log
                 raise
@@ -480,33 +289,32 @@ class OptunaSearch:
 
     def _progress(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         trials = study.get_trials(deepcopy=False)
-        done = sum(1 for t in trials if counts_towards_n_trials(t))
+        done = n_taken(trials)
         self._finished_here += 1
         state = trial.state.name.lower()
-        rejected = trial.user_attrs.get("rejected")
-        what = {"complete": ", ".join(f"{m.metric}={v:.4g}" for m, v in
-                                      zip(self.config.objectives, trial.values or [], strict=False)),
-                "pruned": f"rejected: {rejected}" if rejected else _pruned_text(trial),
-                "fail": trial.user_attrs.get("fail_reason", "")}.get(state, "")
+        what = outcome_text(state, self.config.objectives, trial.values or [],
+                            rejected=trial.user_attrs.get("rejected"),
+                            pruned=_pruned_text(trial),
+                            fail_reason=trial.user_attrs.get("fail_reason", ""))
         source = trial.user_attrs.get(ID_GUIDED_ATTR)
         number = f"{trial.number} (ID-guided from trial {source})" if source is not None \
-            else trial.number
+            else str(trial.number)
+        if RETRIED_FROM_ATTR in trial.user_attrs:
+            number += f" (retry of trial {trial.user_attrs[RETRIED_FROM_ATTR]})"
         note = ""
         if state == "fail" and trial.user_attrs.get("trial_dir"):
             note = f" | log {Path(trial.user_attrs['trial_dir']) / TRIAL_LOG}"
         self._say(trial_line(
             number, state, what, stage=trial.user_attrs.get(ENDED_AT_ATTR),
             seconds=trial.duration.total_seconds() if trial.duration else None, done=done,
-            n_trials=self.config.n_trials, best=_best_text(study, self.config),
+            n_trials=self.config.n_trials, best=best_text(self.config, {
+                t.number: t.values for t in trials if t.state == TrialState.COMPLETE}),
             elapsed_s=time.perf_counter() - self._started, finished_here=self._finished_here,
             note=note))
 
     def _stop_when_taken(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Stop this worker once finished + running trials (of any worker) fill n_trials."""
-        trials = study.get_trials(deepcopy=False)
-        taken = sum(1 for t in trials if counts_towards_n_trials(t)
-                    or t.state == TrialState.RUNNING)
-        if taken >= self.config.n_trials:
+        if n_taken(study.get_trials(deepcopy=False), (TrialState.RUNNING,)) >= self.config.n_trials:
             study.stop()
 
     def _enqueue_proposal(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
@@ -515,12 +323,10 @@ class OptunaSearch:
         params = read_id_proposal(trial.user_attrs.get("trial_dir"))
         if params is None:
             return
-        trials = [t for t in study.get_trials(deepcopy=False) if not _interrupted(t)]
-        taken = sum(1 for t in trials if counts_towards_n_trials(t)
-                    or t.state == TrialState.WAITING)
+        trials = [t for t in study.get_trials(deepcopy=False) if not interrupted(t)]
         if params_tried(trials, params):
             what = "tried already"
-        elif taken >= self.config.n_trials:
+        elif n_taken(trials, (TrialState.WAITING,)) >= self.config.n_trials:
             what = f"not run: the {self.config.n_trials} trials are taken"
         else:
             enqueue_id_proposal(study, params, trial.number, trials)
@@ -532,6 +338,7 @@ class OptunaSearch:
             self._say(f"[search] trial {trial.number} proposes ID-guided {dim} {widths}: {what}")
 
 
+
 def _pruned_text(trial: optuna.trial.FrozenTrial) -> str:
     """Why a trial that was not rejected was pruned, for its terminal line."""
     epoch = trial.user_attrs.get("pruned_at_epoch")
@@ -539,48 +346,3 @@ def _pruned_text(trial: optuna.trial.FrozenTrial) -> str:
         return f"pruned at epoch {epoch}"
     stage = trial.user_attrs.get("pruned_after")
     return f"pruned after {stage}" if stage else "pruned"
-
-
-def _best_text(study: optuna.Study, config: SearchConfig) -> str:
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    if not complete:
-        return "-"
-    if config.multi_objective:
-        return f"{len(study.best_trials)} on the Pareto front"
-    best = study.best_trial
-    return f"{config.objectives[0].metric}={best.value:.4g} (trial {best.number})"
-
-
-def _fail_interrupted(study: optuna.Study) -> None:
-    """Mark trials left RUNNING by a killed driver as FAIL.
-
-    RDB storages do this by heartbeat once the grace period has passed; a journal
-    storage has no heartbeat, so a resumed driver assumes it is the study's only worker.
-    """
-    from optuna.storages._heartbeat import fail_stale_trials, is_heartbeat_enabled
-
-    storage = study._storage
-    if is_heartbeat_enabled(storage):
-        fail_stale_trials(study)
-        return
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-
-
-def trial_rows(study: optuna.Study, config: SearchConfig) -> list[dict[str, Any]]:
-    """One row per trial: number, state, parameters, metrics, reasons."""
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        row: dict[str, Any] = {"trial": t.number, "state": t.state.name,
-                               "seconds": (t.duration.total_seconds() if t.duration else None)}
-        row.update({f"param/{k}": v for k, v in t.params.items()})
-        row.update(t.user_attrs.get("metrics", {}))
-        if t.state == TrialState.FAIL and not counts_towards_n_trials(t):
-            row["fail_reason"] = "interrupted: the driver was killed while it ran"
-        for key in ("rejected", "pruned_after", "fail_reason", "trial_dir", ID_GUIDED_ATTR,
-                    ENQUEUED_ATTR):
-            if key in t.user_attrs:
-                row[key] = t.user_attrs[key]
-        rows.append(row)
-    return rows

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 from nasdet.errors import NasdetError
 from nasdet.search.config import load_search_config
-from nasdet.search.optuna_driver import SEARCH_LOG
+from nasdet.search.trials import SEARCH_LOG
 from nasdet.utils.output import output_to, output_to_folder_log
 
 
@@ -33,6 +33,7 @@ def run_search(
     keep_checkpoints: bool = False,
     data_root: str | Path | None = None,
     cfg_options: dict[str, Any] | None = None,
+    max_failures: int | None = None,
 ) -> dict[str, Any]:
     """Validate everything, run the search, write the report.
 
@@ -51,6 +52,8 @@ def run_search(
         keep_checkpoints: Keep trials' checkpoints.
         data_root: Dataset root for every candidate (default: the base config's).
         cfg_options: Overrides applied to every candidate's config.
+        max_failures: Overrides the config's ``max_failures`` (retries of a trial cut off
+            by a lost worker, node or driver).
 
     Returns:
         ``{"rows": [...], "report": Path, "elapsed_s": float}``.
@@ -59,7 +62,7 @@ def run_search(
     # Validating builds models (checkpoint warnings): into search.log, which exists
     # only once the config is valid (a bad config leaves no work dir behind).
     with output_to_folder_log(work_dir, SEARCH_LOG):
-        config = load_search_config(config_path, n_trials=n_trials)
+        config = load_search_config(config_path, n_trials=n_trials, max_failures=max_failures)
         work_dir.mkdir(parents=True, exist_ok=True)
     with output_to(work_dir / SEARCH_LOG) as terminal:
         return _run(config, work_dir, terminal, backend=backend, storage=storage,
@@ -79,7 +82,8 @@ def _run(config, work_dir: Path, out: TextIO, *, backend: str, storage: str | No
     ensure_pretrained(config, out=out)
     study = None
     if backend == "optuna":
-        from nasdet.search.optuna_driver import OptunaSearch, trial_rows
+        from nasdet.search.optuna_driver import OptunaSearch
+        from nasdet.search.trials import trial_rows
 
         driver = OptunaSearch(config, work_dir, storage=storage, study_name=study_name,
                               resume=resume, keep_checkpoints=keep_checkpoints,

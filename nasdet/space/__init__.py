@@ -18,14 +18,7 @@ Example:
     True
 """
 
-from nasdet.space.complexity import (
-    Complexity,
-    ComplexityCache,
-    candidate_complexity,
-    check_constraints,
-    config_complexity,
-    model_complexity,
-)
+from nasdet.space.complexity import ComplexityCache, candidate_complexity, check_constraints
 from nasdet.space.schema import KINDS, Constraints, Dimension, Slot
 from nasdet.space.space import REPO_ROOT, Candidate, SearchSpace
 from nasdet.space.targets import FOLLOWERS, TARGETS, Target
@@ -36,7 +29,6 @@ __all__ = [
     "REPO_ROOT",
     "TARGETS",
     "Candidate",
-    "Complexity",
     "ComplexityCache",
     "Constraints",
     "Dimension",
@@ -45,6 +37,4 @@ __all__ = [
     "Target",
     "candidate_complexity",
     "check_constraints",
-    "config_complexity",
-    "model_complexity",
 ]

@@ -3,7 +3,7 @@
 The seed paper's width rule: a stage whose features occupy few dimensions (low ID
 relative to its channels) is given fewer channels, one whose features fill its width
 more. Given the ID of each backbone stage's output (Suzuki's ``N(lambda)``, measured on
-a trained model by :func:`nasdet.train.spectrum.analyze_checkpoints` or the
+a trained model by :func:`nasdet.spectrum.analysis.analyze_checkpoints` or the
 :class:`~nasdet.hooks.EigenspectrumHook`), the proposed widths are
 
     ``w_i = round_i(s * ID_i)``
@@ -264,7 +264,7 @@ def _with_widths(cfg: Any, layout: Any, widths: Sequence[int]) -> Any:
 
     from nasdet.models import FlexResNet
     from nasdet.space.targets import _ensure_custom_imports
-    from nasdet.train.transfer import detector_cfg
+    from nasdet.utils.config import detector_cfg
 
     out = copy.deepcopy(cfg)
     det = detector_cfg(out.model)
@@ -312,9 +312,9 @@ def derive_config(
         NasdetError: Another architecture's report, a budget no widths can meet, a
             bad option.
     """
-    from nasdet.space.complexity import config_complexity
+    from nasdet.models.utils.macs import config_complexity
     from nasdet.space.targets import backbone_layout
-    from nasdet.train.transfer import detector_cfg
+    from nasdet.utils.config import detector_cfg
 
     file = str(cfg.filename or "<config>")
     if metric not in METRICS:

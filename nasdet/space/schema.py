@@ -188,7 +188,7 @@ class Slot:
     def contains(self, value: Any) -> bool:
         """Whether ``value`` is one this slot can suggest."""
         if self.kind == "categorical":
-            return any(_same(value, c) for c in self.choices)
+            return any(same_value(value, c) for c in self.choices)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
         if not self.low - 1e-12 <= value <= self.high + 1e-12:
@@ -272,7 +272,7 @@ class Dimension:
     def is_active(self, values: Mapping[str, Any]) -> bool:
         """Whether the condition holds for the values of earlier active dimensions."""
         for other, allowed in self.condition.items():
-            if other not in values or not any(_same(values[other], a) for a in allowed):
+            if other not in values or not any(same_value(values[other], a) for a in allowed):
                 return False
         return True
 
@@ -302,7 +302,8 @@ class Dimension:
         return self.slots[stage if self.per_stage else 0].values()
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
+    """Equal values, with booleans never equal to 0 or 1 (as a YAML condition means them)."""
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b
     return a == b

@@ -35,6 +35,7 @@ from nasdet.space.schema import (
     parse_constraints,
     parse_input_size,
     parse_slots,
+    same_value,
 )
 from nasdet.space.targets import (
     FOLLOWERS,
@@ -49,13 +50,15 @@ from nasdet.space.targets import (
     is_mapping,
     lookup_target,
 )
+from nasdet.transfer import STRATEGIES, apply_transfer
 from nasdet.utils.io import atomic_write_text, read_yaml
 from nasdet.utils.resources import data_root, is_shipped_name, resolve_path
 
 if TYPE_CHECKING:
     from mmengine.config import Config
 
-    from nasdet.space.complexity import Complexity, ComplexityCache
+    from nasdet.models.utils.macs import Complexity
+    from nasdet.space.complexity import ComplexityCache
 
 __all__ = ["REPO_ROOT", "Candidate", "SearchSpace"]
 
@@ -128,7 +131,7 @@ class Candidate:
         Args:
             base_cfg: Usually the space's base config (e.g. loaded and shrunk for a test
                 run); it is not modified.
-            transfer: Apply the transfer dimension (``nasdet.train.transfer``). With
+            transfer: Apply the transfer dimension (:mod:`nasdet.transfer`). With
                 False the config is the architecture alone, trained as the base would be.
             checkpoint: Overrides the transfer dimension's ``checkpoint``.
 
@@ -415,19 +418,23 @@ class SearchSpace:
         if not raw:
             raise error_at("required: at least one dimension", fname, "dimensions")
         dims: list[Dimension] = []
-        owners: dict[str, str] = {}
+        owners: dict[str, list[Dimension]] = {}
         for name, spec in raw.items():
             check_name(name, fname)
             dim = self._parse_dimension(name, spec)
             owned = dim.target or f"cfg:{dim.cfg_key}"
-            if owned in owners:
+            # Two dimensions may set one key only when at most one is active (e.g. an lr
+            # range per transfer strategy): their conditions must exclude each other.
+            other = next((o for o in owners.get(owned, []) if not _exclusive(o, dim)), None)
+            if other is not None:
                 field_name = "target" if dim.target else "cfg_key"
                 raise error_at(
-                    f"'{owners[owned]}' already sets {dim.target or dim.cfg_key}",
+                    f"'{other.name}' already sets {dim.target or dim.cfg_key} (two dimensions "
+                    "may set one key only under conditions that exclude each other)",
                     fname,
                     f"{dim.key}.{field_name}",
                 )
-            owners[owned] = name
+            owners.setdefault(owned, []).append(dim)
             dims.append(dim)
         check_conditions(dims, fname)
         check_cross(dims, self.layout, fname)
@@ -580,14 +587,12 @@ class SearchSpace:
         """The ``target: transfer`` dimension, if any."""
         return next((d for d in self.dimensions if d.target == "transfer"), None)
 
-    def transfer_strategies(self) -> Mapping[str, Any] | None:
-        """``nasdet.train.transfer.STRATEGIES`` (None if that module is absent)."""
-        module = transfer_module()
-        known = getattr(module, "STRATEGIES", None) if module is not None else None
-        return known if isinstance(known, Mapping) else None
+    def transfer_strategies(self) -> Mapping[str, Any]:
+        """The strategies the transfer dimension can name (:data:`nasdet.transfer.STRATEGIES`)."""
+        return STRATEGIES
 
     def _check_transfer(self) -> None:
-        """Strategy names and their parameters against ``nasdet.train.transfer``."""
+        """Strategy names and their parameters against :data:`nasdet.transfer.STRATEGIES`."""
         sdim = self.strategy_dimension
         known = self.transfer_strategies() if sdim is not None else None
         if sdim is None or known is None:
@@ -700,7 +705,7 @@ class SearchSpace:
         """Write ``{dimension: value}`` into ``cfg`` (edited in place and returned).
 
         First-class targets first, then ``cfg_key`` dimensions, then the transfer
-        strategy (``nasdet.train.transfer.apply_transfer``) when ``transfer`` is True.
+        strategy (:func:`nasdet.transfer.apply_transfer`) when ``transfer`` is True.
         """
         by_name = {d.name: d for d in self.dimensions}
         target_values = {}
@@ -854,15 +859,13 @@ def _set_path(cfg: Any, path: str, value: Any) -> None:
         parent[leaf] = value
 
 
-def transfer_module() -> Any | None:
-    """``nasdet.train.transfer`` if this installation has it, else None."""
-    try:
-        import nasdet.train.transfer as module
-    except ModuleNotFoundError as exc:
-        if exc.name != "nasdet.train.transfer":
-            raise
-        return None
-    return module
+def _exclusive(a: Dimension, b: Dimension) -> bool:
+    """Whether no candidate has both dimensions active: a shared condition, disjoint values."""
+    return any(
+        key in b.condition
+        and not any(same_value(x, y) for x in a.condition[key] for y in b.condition[key])
+        for key in a.condition
+    )
 
 
 def _apply_transfer(
@@ -874,18 +877,9 @@ def _apply_transfer(
     file: str | None,
     key: str,
 ) -> Config:
-    """``nasdet.train.transfer.apply_transfer``, imported on first use."""
-    module = transfer_module()
-    if module is None:
-        raise NasdetError(
-            "the transfer dimension needs nasdet.train.transfer, which this installation "
-            "does not have; sample with transfer=False (tools/sample_space.py --no-transfer) "
-            "or remove the dimension",
-            file=file,
-            key=key,
-        )
+    """:func:`nasdet.transfer.apply_transfer`, its errors naming the space's file and key."""
     try:
-        out = module.apply_transfer(cfg, strategy, checkpoint=checkpoint, **dict(params))
+        out = apply_transfer(cfg, strategy, checkpoint=checkpoint, **dict(params))
     except NasdetError as exc:
         hint = (
             " (give a checkpoint: the dimension's checkpoint key or --checkpoint)"

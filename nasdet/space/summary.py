@@ -6,13 +6,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nasdet.space.complexity import (
-    MACS_UNIT,
-    PARAMS_UNIT,
-    base_complexity,
-    candidate_complexity,
-    check_constraints,
-)
+from nasdet.models.utils.macs import MACS_UNIT, PARAMS_UNIT
+from nasdet.space.complexity import base_complexity, candidate_complexity, check_constraints
 from nasdet.space.space import Candidate, SearchSpace
 from nasdet.utils.io import atomic_write_json
 

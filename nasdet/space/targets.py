@@ -37,7 +37,7 @@ dimension, so all candidates of a space have the same module types):
 
 Transfer: ``transfer`` (a categorical over strategy names, with an optional
 ``checkpoint``) and ``transfer.<param>`` (a keyword argument of the strategy), applied
-last through ``nasdet.train.transfer.apply_transfer(cfg, strategy, checkpoint=...,
+last through ``nasdet.transfer.apply_transfer(cfg, strategy, checkpoint=...,
 **params)``.
 
 Any backbone target turns an mmdet ``ResNet`` (or ``ResNeXt`` with ``groups=1``) backbone

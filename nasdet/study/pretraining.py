@@ -145,7 +145,9 @@ def _i_checkpoint(opts: StudyOptions, work_dir: Path, progress: bool) -> str:
     """I's backbone: given, pre-trained here before, the config's, or pre-trained now."""
     from mmengine.config import Config
 
-    from nasdet.train.transfer import STRATEGIES, is_url, pretrained_checkpoint
+    from nasdet.transfer import STRATEGIES
+    from nasdet.utils.checkpoint import is_url
+    from nasdet.utils.config import pretrained_checkpoint
 
     i_path = Path(opts.i_config)
     _declared_transfer(
@@ -176,7 +178,7 @@ def _check_finished_i_runs(runs: Path, ckpt: str) -> None:
     from mmengine.config import Config
 
     for done in sorted(runs.glob("I_seed*/run.json")):
-        from nasdet.train.transfer import pretrained_checkpoint
+        from nasdet.utils.config import pretrained_checkpoint
 
         used = pretrained_checkpoint(Config.fromfile(str(done.parent / "config.py")))
         if used and str(used) != ckpt:
@@ -193,7 +195,7 @@ def _load(path: str | Path, opts: StudyOptions, extra: dict[str, Any]):
 
 
 def _schedule(cfg, epochs: int | None):
-    from nasdet.train.transfer import set_training_length
+    from nasdet.transfer import set_training_length
 
     if epochs is not None:
         set_training_length(cfg, epochs)  # times the config's schedule rule (S: 2x)
@@ -202,7 +204,7 @@ def _schedule(cfg, epochs: int | None):
 
 def _prepare_run(cfg, run_dir: Path, seed: int, opts: StudyOptions) -> Path:
     """Write the run's standalone config (hook, seed, checkpoints, absolute data root)."""
-    from nasdet.train import prepare_data, set_data_root
+    from nasdet.data.roots import prepare_data, set_data_root
 
     cfg = copy.deepcopy(cfg)
     prepare_data(cfg)  # generate the synthetic data once, here, not in every Ray task
@@ -308,12 +310,12 @@ def run_pretraining_study(opts: StudyOptions, *, report_dir: str | Path | None =
     Returns:
         The study summary (also ``work_dir/study.json``).
     """
+    from nasdet.models.utils.macs import config_complexity
     from nasdet.report.pretraining_study import write_study_report
     from nasdet.report.spectrum_report import write_spectrum_report
-    from nasdet.space.complexity import config_complexity
     from nasdet.space.derive_widths import config_input_size, derive_config
+    from nasdet.spectrum.analysis import analyze_checkpoints
     from nasdet.train import load_config
-    from nasdet.train.spectrum import analyze_checkpoints
 
     _check_options(opts)
     start = time.perf_counter()
@@ -323,7 +325,7 @@ def run_pretraining_study(opts: StudyOptions, *, report_dir: str | Path | None =
     ckpt = _i_checkpoint(opts, work_dir, progress)
     runs = work_dir / "runs"
     _check_finished_i_runs(runs, ckpt)
-    from nasdet.train.transfer import set_pretrained_checkpoint
+    from nasdet.utils.config import set_pretrained_checkpoint
 
     i_cfg = _schedule(set_pretrained_checkpoint(_load(opts.i_config, opts, {}), ckpt), opts.epochs)
     s_cfg = _schedule(_load(opts.s_config, opts, {}), opts.epochs)
@@ -398,7 +400,7 @@ def run_pretraining_study(opts: StudyOptions, *, report_dir: str | Path | None =
 
 def _pretrain_meta(ckpt: str) -> dict[str, Any] | None:
     """Source task, epochs and accuracy of a nasdet pre-training checkpoint."""
-    from nasdet.train.transfer import is_url
+    from nasdet.utils.checkpoint import is_url
 
     if is_url(ckpt):
         return {"source": ckpt}

@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     from nasdet.errors import NasdetError
     from nasdet.report.spectrum_report import format_spectrum_table, write_spectrum_report
     from nasdet.spectrum import DEFAULT_REL_LAMBDA
+    from nasdet.spectrum.analysis import analyze_checkpoints
     from nasdet.train import load_config
     from nasdet.train.checks import check_output_dir
-    from nasdet.train.spectrum import analyze_checkpoints
     from nasdet.utils.checkpoint import check_checkpoint_file
 
     checkpoints = [None if c == INIT else c for c in args.checkpoints] or [None]

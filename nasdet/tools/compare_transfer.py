@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from nasdet.train.transfer import compare_transfer, format_table
+    from nasdet.report.transfer_comparison import format_table
+    from nasdet.study.transfer_comparison import compare_transfer
 
     rows = compare_transfer(
         args.base,

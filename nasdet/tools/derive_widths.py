@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     derived, p = derive_config(
         cfg, args.report, metric=args.metric, budget=args.budget, input_size=size,
         label=args.label, divisor=args.divisor, max_width=args.max_width)
-    from nasdet.space.complexity import config_complexity
+    from nasdet.models.utils.macs import config_complexity
 
     before = config_complexity(cfg, size)
     after = config_complexity(derived, size)

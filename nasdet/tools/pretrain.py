@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from nasdet.train.pretrain import pretrain
-    from nasdet.train.transfer import check_backbone_checkpoint, detector_cfg
+    from nasdet.transfer import check_backbone_checkpoint
+    from nasdet.utils.config import detector_cfg
 
     source = args.source
     cfg = None

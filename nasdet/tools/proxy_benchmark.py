@@ -18,6 +18,7 @@ sharing --work-dir) with the same command take other jobs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from nasdet.cli import add_config_options, run_tool
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, sample_seed=args.sample_seed,
         cfg_options=tuple(sorted((args.cfg_options or {}).items())), data_root=args.data_root)
     job = {"plan": plan, "out": out, "work_dir": work_dir, "threads": args.threads,
-           "max_jobs": args.max_jobs, "rescore": args.rescore, "proxies": args.proxies}
+           "max_jobs": args.max_jobs, "rescore": args.rescore, "proxies": args.proxies,
+           "driver_pid": os.getpid()}
     print(f"[benchmark] {len(plan.jobs())} jobs ({args.num_archs} architectures, "
           f"{args.repeats} repeats, {args.budget} epochs) -> {out}; {args.workers} worker(s) "
           f"x {args.threads} thread(s)", flush=True)

@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus-per-trial", type=float, default=1)
     parser.add_argument("--gpus-per-trial", type=float, default=0)
     parser.add_argument("--keep-checkpoints", action="store_true")
+    parser.add_argument("--max-failures", type=int, metavar="K",
+                        help="retry a trial cut off by a lost worker, node or driver up to "
+                        "K times, from its last epoch (default: the config's max_failures, "
+                        "else 2)")
     args = parser.parse_args(argv)
 
     from pathlib import Path
@@ -44,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         storage=args.storage, study_name=args.study_name, resume=args.resume,
         address=args.address, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, keep_checkpoints=args.keep_checkpoints,
-        data_root=args.data_root, cfg_options=args.cfg_options)
+        data_root=args.data_root, cfg_options=args.cfg_options,
+        max_failures=args.max_failures)
     print(f"report: {result['report']} ({result['elapsed_s'] / 60:.1f} min)")
     return 0
 

@@ -1,6 +1,9 @@
 """Evaluate a trained checkpoint on the config's test split (COCO metrics).
 
     python tools/test.py configs/tiny_faster_rcnn_synth.py work_dirs/.../epoch_8.pth
+    torchrun --nproc_per_node 2 tools/test.py CONFIG CHECKPOINT --launcher pytorch
+
+Under torchrun each process evaluates its share of the images; rank 0 prints the metrics.
 """
 
 from __future__ import annotations
@@ -8,7 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nasdet.cli import add_config_options, print_metrics, run_tool
+from nasdet.cli import (
+    add_config_options,
+    add_launcher_options,
+    apply_local_rank,
+    print_metrics,
+    run_tool,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="config file")
     parser.add_argument("checkpoint", help="checkpoint file")
     add_config_options(parser)
+    add_launcher_options(parser)
     args = parser.parse_args(argv)
+    apply_local_rank(args)
     from nasdet.utils.checkpoint import check_checkpoint_file
 
     check_checkpoint_file(args.checkpoint, key="CHECKPOINT")  # before any work dir is made
@@ -24,15 +35,28 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from nasdet.train import evaluate, load_config
-    from nasdet.utils.output import output_to_folder_log
+    from nasdet.train.runner import (
+        build_log,
+        finish_launcher,
+        is_main_process,
+        main_process_stdout,
+        setup_launcher,
+    )
 
     cfg = load_config(args.config, cfg_options=args.cfg_options, work_dir=args.work_dir)
-    # The Runner's and pycocotools' output (hook table, COCO tables) goes to the work
-    # dir's test.log: the terminal gets the metrics below, or an error's one line.
-    with output_to_folder_log(cfg.work_dir, "test.log"):
-        metrics = evaluate(cfg, args.checkpoint)
-    print_metrics("test metrics", metrics)
-    print(f"log: {Path(cfg.work_dir) / 'test.log'}")
+    setup_launcher(cfg, args.launcher, cfg_options=args.cfg_options)
+    try:
+        # The Runner's and pycocotools' output (hook table, COCO tables) goes to the work
+        # dir's test.log: the terminal gets the metrics below, or an error's one line.
+        with main_process_stdout(), build_log(cfg, "test.log"):
+            metrics = evaluate(cfg, args.checkpoint)
+        if is_main_process():
+            print_metrics("test metrics", metrics)
+            print(f"log: {Path(cfg.work_dir) / 'test.log'}")
+    except BaseException:
+        finish_launcher(wait=False)
+        raise
+    finish_launcher()
     return 0
 
 

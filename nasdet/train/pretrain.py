@@ -8,7 +8,7 @@ a checkpoint ``{'state_dict': <backbone weights>, 'classifier': {...}, 'meta': {
 whose ``state_dict`` keys are exactly the backbone's own (``conv1.weight``,
 ``layer1.0.bn1.running_mean``, ...), so a detector loads it through
 ``backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH)`` (no prefix) or the
-``finetune``-family strategies of :mod:`nasdet.train.transfer`. torchvision's own
+``finetune``-family strategies of :mod:`nasdet.transfer`. torchvision's own
 ResNet weights (``torchvision://resnet50``) go through the same path: mmengine's
 loader fetches them, and their keys are the same.
 
@@ -127,7 +127,7 @@ def _plain(obj: Any) -> Any:
 
 
 def _detector_of(cfg: Config) -> dict:
-    from nasdet.train.transfer import detector_cfg
+    from nasdet.utils.config import detector_cfg
 
     model = cfg.get("model")
     if not isinstance(model, dict):
@@ -156,8 +156,8 @@ def build_source_backbone(source: str | Path | Config) -> tuple[nn.Module, dict[
         from mmdet.registry import MODELS
         from mmengine.utils import import_modules_from_strings
 
+        from nasdet.models.utils.build import register_detection_modules
         from nasdet.train.config import load_config
-        from nasdet.train.transfer import register_detection_modules
 
         cfg = source if isinstance(source, Config) else load_config(source)
         if cfg.get("custom_imports"):

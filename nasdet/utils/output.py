@@ -171,3 +171,18 @@ def output_to_folder_log(folder: str | Path, name: str) -> Iterator[TextIO]:
             with open(tmp, "rb") as src, open(folder / name, "ab") as dst:
                 shutil.copyfileobj(src, dst)
         os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def quiet_init_logs() -> Iterator[None]:
+    """Silence mmengine's per-parameter init log and pycocotools' index messages."""
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)

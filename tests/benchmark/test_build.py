@@ -74,3 +74,49 @@ def test_a_claimed_job_is_not_taken_twice(tmp_path):
             assert first and not second
     with claim(tmp_path, "a000_s0") as again:
         assert again  # released with its holder
+
+
+_ORPHAN = """
+import multiprocessing as mp, os, sys, time
+from nasdet.benchmark.build import _exit_with_driver
+
+def child(driver_pid, path):
+    _exit_with_driver(driver_pid, every=0.05)
+    open(path, "w").write(str(os.getpid()))
+    time.sleep(60)  # a job in flight
+
+if __name__ == "__main__":
+    p = mp.get_context("spawn").Process(target=child, args=(os.getpid(), sys.argv[1]))
+    p.start()
+    time.sleep(60)
+"""
+
+
+def test_a_worker_ends_when_its_driver_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "driver.py"
+    script.write_text(_ORPHAN)
+    pid_file = tmp_path / "child.pid"
+    driver = subprocess.Popen([sys.executable, str(script), str(pid_file)])
+    deadline = time.monotonic() + 60
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert time.monotonic() < deadline and driver.poll() is None
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the worker outlived its driver by 10 s")

@@ -141,7 +141,7 @@ def test_scalars_are_logged_to_the_visualizer(two_epochs) -> None:
 
 def test_last_entry_equals_an_analysis_of_the_saved_checkpoint(two_epochs) -> None:
     """The hook measured the trained weights, in eval mode, on the first val images."""
-    from nasdet.train.spectrum import analyze_checkpoints
+    from nasdet.spectrum.analysis import analyze_checkpoints
 
     cfg, work, history, _ = two_epochs
     res = analyze_checkpoints(cfg, [work / "epoch_2.pth"], layers=LAYERS, num_images=8,
@@ -213,7 +213,7 @@ def _images() -> list[torch.Tensor]:
 
 
 def _measure(batches: list[torch.Tensor]) -> dict:
-    from nasdet.train.spectrum import measure_spectra
+    from nasdet.spectrum.detector import measure_spectra
 
     res = measure_spectra(_Toy(), [{"inputs": b, "data_samples": None} for b in batches],
                           layers=["backbone.0", "backbone.2"], preprocessed=True,

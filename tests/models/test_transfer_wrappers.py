@@ -54,7 +54,7 @@ def backbone_ckpt(tmp_path_factory, base_cfgs) -> Path:
 
 
 def _apply(base_cfgs, name, strategy, ckpt, **params):
-    from nasdet.train.transfer import apply_transfer
+    from nasdet.transfer import apply_transfer
 
     return apply_transfer(base_cfgs[name], strategy, checkpoint=str(ckpt), **params)
 

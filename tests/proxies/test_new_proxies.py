@@ -379,9 +379,9 @@ def tiny_detector():
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
 
+    from nasdet.models.utils.build import build_detector
     from nasdet.proxies import MMDetAdapter
     from nasdet.train.config import load_config
-    from nasdet.train.spectrum import build_detector
 
     model = build_detector(load_config(ROOT / "configs" / "tiny_faster_rcnn_synth.py"), seed=0)
     gen = torch.Generator().manual_seed(0)

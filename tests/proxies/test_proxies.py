@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from nasdet.errors import NasdetError
+from nasdet.models.utils.macs import count_macs
 from nasdet.proxies import (
     NASWOT,
     PROXIES,
@@ -27,7 +28,6 @@ from nasdet.proxies import (
     TorchAdapter,
     Zen,
     compute_proxies,
-    count_macs_hooks,
     hamming_kernel,
     registered_proxies,
     sum_losses,
@@ -226,7 +226,7 @@ def _macs_net() -> nn.Module:
     )
 
 
-def test_macs_hook_count_matches_hand_count():
+def test_macs_count_matches_hand_count():
     conv1 = 8 * 16 * 16 * 3 * 3 * 3          # out elements × in/groups × k²
     grouped = 8 * 8 * 8 * (8 // 2) * 3 * 3
     transposed = 8 * 8 * 8 * 4 * 2 * 2       # in elements × out/groups × k²
@@ -234,21 +234,16 @@ def test_macs_hook_count_matches_hand_count():
     per_image = conv1 + grouped + transposed + linear
     net = _macs_net()
     adapter = TorchAdapter(torch.randn(3, 3, 16, 16))
-    assert MACs(backend="hooks").score(net, adapter) == per_image
-    x = adapter.inputs()
-    assert count_macs_hooks(net, lambda: net(x)) == 3 * per_image
+    assert MACs().score(net, adapter) == per_image
+    assert count_macs(net, adapter.inputs()) == 3 * per_image   # the one counter, whole batch
 
 
-def test_macs_mmengine_backend_agrees_with_hooks_on_conv_linear_net():
-    pytest.importorskip("mmengine.analysis")
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, stride=2),
-                        nn.Flatten(), nn.Linear(4 * 7 * 7, 5))
+def test_macs_leave_out_elementwise_ops():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.Conv2d(8, 4, 3, stride=2), nn.Flatten(), nn.Linear(4 * 7 * 7, 5))
     adapter = TorchAdapter(torch.randn(2, 3, 16, 16))
-    hand = 8 * 16 * 16 * 27 + 4 * 7 * 7 * 8 * 9 + 5 * 196
-    assert MACs(backend="hooks").score(net, adapter) == hand
-    assert MACs(backend="mmengine").score(net, adapter) == hand
-    auto = MACs()
-    assert auto.score(net, adapter) == hand and auto.backend_used == "mmengine"
+    hand = 8 * 16 * 16 * 27 + 4 * 7 * 7 * 8 * 9 + 5 * 196   # BatchNorm and ReLU not counted
+    assert MACs().score(net, adapter) == hand
 
 
 # --- gradient proxies -----------------------------------------------------------------

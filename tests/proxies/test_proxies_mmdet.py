@@ -17,11 +17,11 @@ pytest.importorskip("mmdet")
 from mmengine.structures import InstanceData  # noqa: E402
 
 from nasdet.errors import NasdetError  # noqa: E402
+from nasdet.models.utils.macs import count_macs, model_complexity, roi_counts  # noqa: E402
 from nasdet.proxies import (  # noqa: E402
     MACs,
     MMDetAdapter,
     compute_proxies,
-    count_macs_hooks,
     registered_proxies,
 )
 
@@ -118,24 +118,25 @@ def test_every_baseline_is_finite_and_leaves_the_detector_unchanged(detector):
     assert set(BASELINES) <= set(registered_proxies())
 
 
-def test_macs_hooks_count_backbone_convolutions_by_hand(detector):
+def test_macs_count_backbone_convolutions_by_hand(detector):
     model, adapter = detector
     x = adapter.inputs()
     _, _, h, w = x.shape
     conv1 = model.backbone.conv1
     stem = (h // 2) * (w // 2) * 64 * 3 * 7 * 7
     model.eval()
-    assert count_macs_hooks(conv1, lambda: conv1(x)) == 2 * stem
-    per_image = MACs(backend="hooks").score(model, adapter)
-    backbone = count_macs_hooks(model.backbone, lambda: model.backbone(x)) / 2
+    assert count_macs(conv1, x) == 2 * stem
+    per_image = MACs().score(model, adapter)
+    backbone = count_macs(model.backbone, x) / 2
     assert per_image > backbone > stem
 
 
-def test_macs_mmengine_backend_on_detector(detector):
+def test_macs_proxy_is_the_spaces_count_at_the_probe_size(detector):
+    """One MAC counter: the proxy equals model_complexity at the padded probe size."""
     model, adapter = detector
-    hooks = MACs(backend="hooks").score(model, adapter)
-    traced = MACs(backend="mmengine").score(model, adapter)
-    # mmengine also counts element-wise ops (BN, upsampling, RoIAlign is not counted):
-    # within a few percent of the conv/linear count
-    assert hooks <= traced * 1.01
-    assert traced == pytest.approx(hooks, rel=0.1)
+    h, w = adapter.inputs().shape[-2:]
+    rois, mask_rois = roi_counts(model)
+    expected = model_complexity(model, (h, w), rois=rois, mask_rois=mask_rois).macs
+    assert MACs().score(model, adapter) == expected
+    if getattr(model, "roi_head", None) is not None:
+        assert rois == model.test_cfg["rpn"]["max_per_img"] and rois > 0

@@ -172,9 +172,9 @@ def test_pinned_checkpoint_and_enqueue_are_checked_when_the_config_loads(tmp_pat
                                                                           backbone_ckpt):
     from mmengine.config import Config
 
+    from nasdet.models.utils.build import build_detector
     from nasdet.search import load_search_config
     from nasdet.space import SearchSpace
-    from nasdet.train.spectrum import build_detector
 
     ckpt, digest = backbone_ckpt
     cfg = load_search_config(_demo_copy(tmp_path, ckpt, pin=digest))
@@ -208,7 +208,7 @@ def test_pinned_checkpoint_and_enqueue_are_checked_when_the_config_loads(tmp_pat
 
 def test_enqueued_candidates_run_first_once_within_n_trials(tmp_path, backbone_ckpt):
     from nasdet.search import load_search_config
-    from nasdet.search.optuna_driver import ENQUEUED_ATTR, enqueue_listed, trial_params
+    from nasdet.search.trials import ENQUEUED_ATTR, enqueue_listed, trial_params
 
     ckpt, digest = backbone_ckpt
     cfg = load_search_config(_demo_copy(tmp_path, ckpt, pin=digest))
@@ -247,8 +247,10 @@ def test_shipped_source_backbone_loads_safely_matches_its_sha256_and_fits():
 
 def test_ray_searcher_runs_the_enqueued_base_first_and_labels_its_row(tmp_path, backbone_ckpt):
     from nasdet.search import load_search_config
-    from nasdet.search.optuna_driver import enqueue_listed
-    from nasdet.search.ray_driver import SpaceSampler, StageAwareOptunaSearch, _row, fidelities
+    from nasdet.search.ray_driver import fidelities
+    from nasdet.search.ray_tune import SpaceSampler, StageAwareOptunaSearch
+    from nasdet.search.ray_tune import result_row as _row
+    from nasdet.search.trials import enqueue_listed
 
     ckpt, digest = backbone_ckpt
     cfg = load_search_config(_demo_copy(tmp_path, ckpt, pin=digest))

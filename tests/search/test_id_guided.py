@@ -13,7 +13,7 @@ import yaml
 
 from nasdet.errors import NasdetError
 from nasdet.search import OptunaSearch, load_search_config, run_search
-from nasdet.search.optuna_driver import trial_rows
+from nasdet.search.trials import trial_rows
 from nasdet.space import SearchSpace
 from tests.conftest import CONFIGS
 
@@ -186,7 +186,8 @@ def test_a_budget_no_widths_meet_is_recorded_and_the_search_goes_on(tmp_path, ti
 
 # ------------------------------------------------------------------------------ ray
 def test_ray_searcher_enqueues_a_proposal_once(tmp_path):
-    from nasdet.search.ray_driver import SpaceSampler, StageAwareOptunaSearch, _row
+    from nasdet.search.ray_tune import SpaceSampler, StageAwareOptunaSearch
+    from nasdet.search.ray_tune import result_row as _row
 
     space = write_space(tmp_path)
     searcher = StageAwareOptunaSearch(

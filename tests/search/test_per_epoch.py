@@ -12,7 +12,7 @@ import yaml
 
 from nasdet.errors import NasdetError
 from nasdet.search import load_search_config, run_search
-from nasdet.search.optuna_driver import make_pruner, make_sampler, proxy_rung_prunes
+from nasdet.search.trials import make_pruner, make_sampler, proxy_rung_prunes
 
 FAST = {  # every candidate: 64-px images, 2-image batches, 4 training images
     "train_dataloader.batch_size": 2,
@@ -31,6 +31,7 @@ def pretrained_space(tiny_space: Path, tmp_path_factory: pytest.TempPathFactory)
     data["constraints"] = {"max_params": 1.0e9, "max_macs": 1.0e12}
     data["dimensions"]["transfer"]["choices"] = ["finetune", "freeze"]
     data["dimensions"].pop("scratch_head", None)
+    data["dimensions"].pop("lr", None)  # scratch's lr range; lr_transfer stays
     path = tmp_path_factory.mktemp("space") / "pretrained.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -192,7 +193,7 @@ def test_report_every_epoch_must_be_a_boolean(tmp_path, tiny_space):
 def test_ray_asha_rungs_are_epochs_and_proxies_a_rung_of_their_own():
     from types import SimpleNamespace
 
-    from nasdet.search.ray_driver import EpochASHAScheduler
+    from nasdet.search.ray_tune import EpochASHAScheduler
 
     asha = EpochASHAScheduler(n_stages=3, time_attr="epoch", metric="score", mode="max",
                               grace_period=1, max_t=4, reduction_factor=2,

@@ -121,7 +121,7 @@ def other_architecture_ckpt(tmp_path_factory) -> Path:
     """A checkpoint of a narrower tiny detector: it does not fit the base config."""
     from mmengine.config import Config
 
-    from nasdet.train.spectrum import build_detector
+    from nasdet.models.utils.build import build_detector
 
     cfg = Config.fromfile(CONFIGS / "tiny_faster_rcnn_synth.py")
     cfg.model.backbone.widths = [16, 32, 64, 128]
@@ -200,7 +200,7 @@ def test_output_to_folder_log_leaves_nothing_where_the_folder_was_never_made(tmp
 
 def test_ray_progress_lines_best_and_pareto_front():
     from nasdet.search.config import Objective
-    from nasdet.search.ray_driver import _pareto_front
+    from nasdet.search.trials import pareto_front as _pareto_front
 
     objectives = [Objective("ap50", "maximize"), Objective("macs", "minimize")]
     values = {0: [0.5, 10.0], 1: [0.4, 12.0], 2: [0.6, 20.0], 3: [0.5, 10.0], 4: [0.3, 5.0]}

@@ -168,7 +168,7 @@ def test_raising_trials_are_recorded_with_their_reason(tmp_path, tiny_det_root):
 def test_optuna_is_told_objectives_only_by_trials_that_ran_every_stage(tmp_path, metrics):
     import optuna
 
-    from nasdet.search.ray_driver import SpaceSampler, StageAwareOptunaSearch
+    from nasdet.search.ray_tune import SpaceSampler, StageAwareOptunaSearch
 
     single = len(metrics) == 1
     searcher = StageAwareOptunaSearch(

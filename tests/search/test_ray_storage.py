@@ -14,9 +14,9 @@ import pytest
 from nasdet.errors import NasdetError
 from nasdet.report import write_search_report
 from nasdet.search import load_search_config
-from nasdet.search.optuna_driver import trial_rows
-from nasdet.search.ray_driver import RAY_TRIAL_ATTR, RaySearch
+from nasdet.search.ray_driver import RaySearch
 from nasdet.search.storage import default_storage_url, open_storage
+from nasdet.search.trials import RAY_TRIAL_ATTR, trial_rows
 from nasdet.utils.ray_cluster import connect_ray, ray_target
 from tests.search.test_postgres import postgres_url  # noqa: F401  (a real server)
 from tests.search.test_ray_cluster import cluster  # noqa: F401  (the 2-node fixture)
@@ -100,7 +100,7 @@ def test_study_bookkeeping_is_the_optuna_drivers(tmp_path, tiny_det_root):
 def test_searcher_snapshot_reopens_the_storage(kind, request, tmp_path):
     """Tune pickles its searcher every few seconds and restores it on --resume: the
     restored searcher must tell the trials it asked for to the same storage."""
-    from nasdet.search.ray_driver import SpaceSampler, StageAwareOptunaSearch
+    from nasdet.search.ray_tune import SpaceSampler, StageAwareOptunaSearch
     from tests.search.test_ray_driver import write_space
 
     if kind == "sqlite":

@@ -130,7 +130,7 @@ def tiny_cfg():
 
 @pytest.mark.parametrize("metric,budget", [("macs", 1.0), ("params", 0.7)])
 def test_derive_config_meets_the_budget_on_the_tiny_detector(tiny_cfg, metric, budget):
-    from nasdet.space.complexity import config_complexity
+    from nasdet.models.utils.macs import config_complexity
 
     report = _analysis(TINY_WIDTHS, [18.0, 30.0, 44.0, 36.0])
     derived, p = derive_config(tiny_cfg, report, metric=metric, budget=budget,

@@ -67,7 +67,6 @@ def test_user_errors_are_one_line(tool, tmp_path, capsys):
 
 
 def test_missing_transfer_checkpoint_is_reported(tool, tmp_path, capsys):
-    pytest.importorskip("nasdet.train.transfer")
     missing = tmp_path / "missing.pth"
     code = run_tool(
         tool.main,

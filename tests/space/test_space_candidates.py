@@ -55,14 +55,17 @@ def test_suggest_asks_the_trial_define_by_run(tiny):
     assert low.calls["widths.3"] == ("int", 128, 256, 64)
     assert low.calls["depths.2"] == ("int", 2, 3, 1)
     assert low.calls["unique_blocks.1"] == ("categorical", (2, None))
-    assert low.calls["lr"] == ("float", 0.01, 0.08, None, True)
     assert low.calls["transfer"] == ("categorical", ("scratch", "finetune", "freeze"))
+    # one lr range per strategy: scratch's, or the transfer strategies' (lower)
+    assert low.calls["lr"] == ("float", 0.03, 0.08, None, True) and "lr_transfer" not in low.calls
     # the conditional dimension is asked only when its condition holds
     assert cand.params["transfer"] == "scratch" and "scratch_head" in low.calls
     high = RecordingTrial(end=1)
     cand_high = tiny.suggest(high)
     assert cand_high.params["transfer"] == "freeze"
     assert "scratch_head" not in high.calls and "scratch_head" not in cand_high.params
+    assert high.calls["lr_transfer"] == ("float", 0.005, 0.03, None, True)
+    assert "lr" not in high.calls
     assert list(cand.params) == list(low.calls)  # file order, one param per call
 
 
@@ -100,7 +103,9 @@ def test_candidate_refuses_params_the_space_cannot_give(tiny):
         ({**params, "width": 3}, "width", "not a parameter"),
         ({**params, "widths.0": 20}, "widths.0", "not a value"),  # off the step grid
         ({**params, "lr": 0.5}, "lr", "not a value"),
-        ({**params, "transfer": "freeze"}, "scratch_head", "inactive"),
+        ({**{k: v for k, v in params.items() if k != "lr"}, "transfer": "freeze",
+          "lr_transfer": 0.01}, "scratch_head", "inactive"),
+        ({**params, "lr": 0.02}, "lr", "not a value"),  # the transfer strategies' range
         ({k: v for k, v in params.items() if k != "stem"}, "stem", "missing"),
     ]
     for bad, key, words in cases:
@@ -141,7 +146,7 @@ def test_config_follows_widths_and_swaps_in_sharing_modules(tiny):
             "rpn_width": 96,
             "rpn_sharing": "per_level",
             "fc_width": 384,
-            "lr": 0.02,
+            "lr": 0.04,
         }
     )
     cfg = tiny.candidate(params).to_config(transfer=False)
@@ -160,7 +165,7 @@ def test_config_follows_widths_and_swaps_in_sharing_modules(tiny):
         96,
     )
     assert m.roi_head.bbox_head.fc_out_channels == 384
-    assert cfg.optim_wrapper.optimizer.lr == 0.02
+    assert cfg.optim_wrapper.optimizer.lr == 0.04
     assert cfg.nasdet_candidate.params == params
     # the space's base is untouched
     base = tiny.base_config().model
@@ -282,8 +287,7 @@ def test_dumped_candidate_retrains(retina, tiny_det_root, tmp_path):
 # ---------------------------------------------------------------------------- transfer
 @pytest.fixture()
 def transfer_space(write_space, tmp_path) -> Any:
-    pytest.importorskip("nasdet.train.transfer")
-    from nasdet.space.complexity import build_detector
+    from nasdet.models.utils.build import build_detector
 
     base = SearchSpace.from_yaml(
         write_space(
@@ -343,7 +347,7 @@ def test_transfer_dimension_applies_the_strategy(transfer_space):
     )  # the base's
     # the detector scratch deploys (GroupNorm, 4conv1fc box head) is what is counted
     from nasdet.models import count_parameters
-    from nasdet.space.complexity import build_detector
+    from nasdet.models.utils.build import build_detector
 
     assert cfg.model.roi_head.bbox_head.type == "Shared4Conv1FCBBoxHead"
     assert scratch.complexity().params == count_parameters(build_detector(cfg))

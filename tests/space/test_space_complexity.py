@@ -11,8 +11,9 @@ from torch import nn
 
 import nasdet.space.complexity as complexity_mod
 from nasdet.errors import NasdetError
+from nasdet.models.utils.build import build_detector
+from nasdet.models.utils.macs import fixed_rois
 from nasdet.space import SearchSpace
-from nasdet.space.complexity import build_detector, fixed_rois
 from tests.space.conftest import SPACES
 
 
@@ -133,9 +134,11 @@ def tiny_space_default():
             "unique_blocks.1": None,
             "widths.1": 64,
             "transfer": "finetune",
+            "lr_transfer": 0.02,
         }
     )
     params.pop("scratch_head")
+    params.pop("lr")
     return space, space.candidate(params)
 
 

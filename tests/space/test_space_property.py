@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from nasdet.models import FlexResNet
+from nasdet.models.utils.build import build_detector
 from nasdet.space import SearchSpace
-from nasdet.space.complexity import build_detector
 from tests.space.conftest import SPACES
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -168,6 +168,15 @@ CASES = [
     (
         _dims(
             fpn=dict(FPN),
+            a={"cfg_key": "optim_wrapper.optimizer.lr", "choices": [0.1], "condition": {"fpn": [32, 48]}},
+            b={"cfg_key": "optim_wrapper.optimizer.lr", "choices": [0.2], "condition": {"fpn": [48, 64]}},
+        ),
+        "dimensions.b.cfg_key",
+        "exclude each other",
+    ),
+    (
+        _dims(
+            fpn=dict(FPN),
             s={"target": "neck.output_sharing", "choices": ["shared"], "condition": {"nope": 1}},
         ),
         "dimensions.s.condition.nope",
@@ -320,3 +329,28 @@ def test_valid_space_reports_its_dimensions(write_space):
     assert "if {'fpn': (48, 64)}" in text
     # the loaded base is not changed by loading or applying
     assert copy.deepcopy(loaded.base_config()).model.neck.type == "FPN"
+
+
+def test_one_key_per_condition_branch(write_space):
+    """Two dimensions set one key when their conditions exclude each other."""
+    import optuna
+
+    lr = "optim_wrapper.optimizer.lr"
+    data = space(
+        fpn=dict(FPN),
+        lr_small={"cfg_key": lr, "choices": [0.1], "condition": {"fpn": [32]}},
+        lr_wide={"cfg_key": lr, "choices": [0.2, 0.3], "condition": {"fpn": [48, 64]}},
+    )
+    sp = SearchSpace.from_yaml(write_space(data))
+    seen = {}
+    for trial in range(12):
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=trial))
+        cand = sp.suggest(study.ask())
+        active = {k for k in cand.params if k.startswith("lr")}
+        assert len(active) == 1, cand.params
+        value = cand.params[active.pop()]
+        cfg = cand.to_config(transfer=False)
+        assert cfg.optim_wrapper.optimizer.lr == value
+        seen[cand.params["fpn"]] = value
+    assert seen.get(32) in (None, 0.1) and all(v in (0.2, 0.3) for f, v in seen.items() if f != 32)
+    assert len(seen) >= 2

@@ -39,7 +39,8 @@ ID_RANGE = 0.10
 @pytest.fixture(scope="module")
 def features(tiny_det_root: Path, tmp_path_factory: pytest.TempPathFactory):
     """Engine accumulators and float64 samples of each layer of the tiny detector."""
-    from nasdet.train.spectrum import build_detector, build_probe_dataset, iter_probe_batches
+    from nasdet.models.utils.build import build_detector
+    from nasdet.spectrum.detector import build_probe_dataset, iter_probe_batches
     from tests.conftest import shrink_config
 
     cfg = shrink_config("tiny_faster_rcnn_synth.py", tiny_det_root,

@@ -10,12 +10,9 @@ import torch
 from torch import nn
 
 from nasdet.errors import NasdetError
-from nasdet.train.spectrum import (
-    analyze_checkpoints,
-    build_detector,
-    build_probe_dataset,
-    measure_spectra,
-)
+from nasdet.models.utils.build import build_detector
+from nasdet.spectrum.analysis import analyze_checkpoints
+from nasdet.spectrum.detector import build_probe_dataset, measure_spectra
 from tests.conftest import shrink_config
 
 NUM_IMAGES = 6  # two batches of 4 and 2: the last batch is partial
@@ -34,7 +31,7 @@ def trained(tiny_det_root: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def _reference_model(cfg, ckpt: Path) -> nn.Module:
-    """The detector, built and loaded without nasdet.train.spectrum."""
+    """The detector, built and loaded without nasdet.spectrum.detector."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
@@ -287,3 +284,14 @@ def test_build_detector_is_quiet_and_seeded(trained, capsys) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
     captured = capsys.readouterr()
     assert "Init" not in captured.out + captured.err  # no per-parameter init log
+
+
+def test_all_reduce_without_a_process_group_is_one_clear_error(tiny_cfg):
+    from nasdet.models.utils.build import build_detector
+    from nasdet.spectrum.detector import build_probe_dataset, iter_probe_batches, measure_spectra
+
+    cfg = tiny_cfg()
+    model = build_detector(cfg)
+    batches = iter_probe_batches(build_probe_dataset(cfg), range(1), 1)
+    with pytest.raises(NasdetError, match="all_reduce needs an initialised torch.distributed"):
+        measure_spectra(model, batches, layers=["fpn"], all_reduce=True, progress=False)

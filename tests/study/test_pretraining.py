@@ -28,11 +28,9 @@ def _study_configs(tmp: Path, root: Path) -> tuple[Path, Path]:
     import torch
     from mmdet.registry import MODELS
 
-    from nasdet.train.transfer import (
-        apply_transfer,
-        register_detection_modules,
-        set_pretrained_checkpoint,
-    )
+    from nasdet.models.utils.build import register_detection_modules
+    from nasdet.transfer import apply_transfer
+    from nasdet.utils.config import set_pretrained_checkpoint
 
     base = shrink_config("tiny_faster_rcnn_synth.py", root, tmp / "work")
     # apply_transfer checks the checkpoint against the backbone: give it one that fits,

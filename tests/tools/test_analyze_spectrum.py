@@ -52,7 +52,7 @@ class _GatedFPN(FPN):
 @pytest.fixture(scope="module")
 def setup(tiny_det_root: Path, tmp_path_factory: pytest.TempPathFactory):
     """A config file for the tiny detector and a perturbed copy of its initial weights."""
-    from nasdet.train.spectrum import build_detector
+    from nasdet.models.utils.build import build_detector
 
     tmp = tmp_path_factory.mktemp("tool")
     cfg = shrink_config("tiny_faster_rcnn_synth.py", tiny_det_root, tmp / "work")

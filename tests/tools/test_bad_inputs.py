@@ -91,7 +91,7 @@ def _ckpt(env: Env) -> Path:
 
 def _retina_ckpt(env: Env) -> Path:
     """Weights of another detector (RetinaNet) that share the backbone and neck."""
-    from nasdet.train.spectrum import build_detector
+    from nasdet.models.utils.build import build_detector
 
     path = env.tmp / "retina.pth"
     if not path.exists():
@@ -298,7 +298,7 @@ def test_misspelt_loop_argument_is_found_before_the_runner(env: Env) -> None:
 
 @pytest.mark.parametrize("quick", [False, True], ids=["json.load", "quick (large file)"])
 def test_annotation_checks_full_and_quick_agree(env: Env, quick: bool) -> None:
-    from nasdet.train.checks import check_annotation_file
+    from nasdet.data.annotations import check_annotation_file
 
     limit = 0 if quick else 2**30
     root = env.tmp / f"ann_{quick}"

@@ -11,8 +11,8 @@ from tests.space.test_derive_widths import _analysis
 
 def test_derive_widths_tool_end_to_end(tmp_path, tiny_det_root, capsys):
     from nasdet.report.spectrum_report import write_spectrum_json
+    from nasdet.spectrum.analysis import analyze_checkpoints
     from nasdet.train import load_config, train
-    from nasdet.train.spectrum import analyze_checkpoints
 
     cfg = shrink_config("tiny_faster_rcnn_synth.py", tiny_det_root, tmp_path / "work")
     result = analyze_checkpoints(cfg, [None], layers=["backbone_stages"], num_images=2,

@@ -48,7 +48,7 @@ def backbone_ckpt(tmp_path_factory) -> Path:
     from mmdet.registry import MODELS
 
     import nasdet.models  # noqa: F401
-    from nasdet.train.transfer import register_detection_modules
+    from nasdet.models.utils.build import register_detection_modules
 
     register_detection_modules()
     torch.manual_seed(123)
@@ -96,7 +96,7 @@ def test_a_transfer_declaration_or_option_is_refused_not_ignored(tmp_path):
 
 
 def test_a_user_option_reaches_the_wrapped_detector(backbone_ckpt):
-    from nasdet.train.transfer import apply_transfer
+    from nasdet.transfer import apply_transfer
 
     cfg = apply_transfer(Config.fromfile(str(TINY)), "l2sp", checkpoint=backbone_ckpt)
     from nasdet.train.config import merge_cfg_options
@@ -200,7 +200,7 @@ def test_precedence_under_the_space_and_the_evaluator(tmp_path, backbone_ckpt, m
 
 
 def test_the_study_and_comparison_use_the_same_schedule_rule():
-    from nasdet.train.transfer import apply_transfer, set_training_length
+    from nasdet.transfer import apply_transfer, set_training_length
 
     s_cfg = load_config(CONFIGS / "study/tiny_faster_rcnn_S.py")
     assert set_training_length(s_cfg, 8) == 16  # schedule_factor 2

@@ -72,7 +72,7 @@ def test_checkpoint_has_exactly_the_backbone_keys_and_plain_meta(tool_run):
 
 def test_detectors_load_it_with_no_missing_backbone_keys(tool_run):
     tool_run = tool_run[0]
-    from nasdet.train.transfer import apply_transfer, check_backbone_checkpoint
+    from nasdet.transfer import apply_transfer, check_backbone_checkpoint
 
     for name in ("tiny_faster_rcnn_synth.py", "tiny_retinanet_synth.py"):
         cfg = load_config(CONFIGS / name)
@@ -122,7 +122,7 @@ def test_reported_accuracy_matches_an_independent_evaluation(tool_run, cls_root)
 
 
 def test_torchvision_resnet_checkpoint_fits_mmdet_resnet(cls_root, tmp_path):
-    from nasdet.train.transfer import check_backbone_checkpoint
+    from nasdet.transfer import check_backbone_checkpoint
 
     res = pretrain("resnet18", data=cls_root, epochs=1, batch_size=24,
                    work_dir=tmp_path, progress=False)

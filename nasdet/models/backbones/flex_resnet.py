@@ -21,9 +21,10 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasdet.errors import NasdetError
-from nasdet.models.transfer.loading import check_state_fills, read_state_dict
+from nasdet.models.transfer.loading import check_state_fills
 from nasdet.models.utils.make_divisible import make_divisible
 from nasdet.models.utils.sliced_state_dict import SlicedLoadResult, load_sliced_state_dict
+from nasdet.utils.checkpoint import read_state_dict
 
 
 class _FlexBlock(BaseModule):

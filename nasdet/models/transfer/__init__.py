@@ -11,7 +11,7 @@ GroupNorm whose group count adapts to widths that are not multiples of 32.
 
 All wrappers keep the wrapped detector's parameter names (see
 :class:`DetectorWrapper`). The strategies that combine them with config changes live
-in ``configs/transfer/`` and :mod:`nasdet.train.transfer`.
+in ``configs/transfer/`` and :mod:`nasdet.transfer`.
 """
 
 from nasdet.models.transfer.feature_transfer import (
@@ -20,7 +20,6 @@ from nasdet.models.transfer.feature_transfer import (
     feature_transfer_loss,
 )
 from nasdet.models.transfer.l2sp import L2SPDetector, l2sp_penalty
-from nasdet.models.transfer.loading import is_url, read_state_dict
 from nasdet.models.transfer.norm import FlexGroupNorm, divisor_at_most
 from nasdet.models.transfer.reinit import ReinitDetector, reinit_module
 from nasdet.models.transfer.wrapper import DetectorWrapper, unwrap_detector
@@ -34,9 +33,7 @@ __all__ = [
     "ReinitDetector",
     "divisor_at_most",
     "feature_transfer_loss",
-    "is_url",
     "l2sp_penalty",
-    "read_state_dict",
     "reinit_module",
     "unwrap_detector",
 ]

@@ -12,9 +12,9 @@ from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from nasdet.errors import NasdetError
-from nasdet.models.transfer.loading import read_state_dict
 from nasdet.models.transfer.wrapper import DetectorWrapper
 from nasdet.models.utils.sliced_state_dict import load_sliced_state_dict
+from nasdet.utils.checkpoint import read_state_dict
 
 LOSS_TYPES = ("mse", "normalized_mse")
 

@@ -60,7 +60,7 @@ class L2SPDetector(DetectorWrapper):
     ``loss_l2sp = alpha/2 * sum ||w - w^0||^2`` over the trainable parameters of
     ``source`` is added to the losses; it is exactly 0 at the start. The ``beta``
     term and the removal of weight decay from ``source`` are optimizer settings
-    (``paramwise_cfg.custom_keys``), which :func:`nasdet.train.transfer.apply_transfer`
+    (``paramwise_cfg.custom_keys``), which :func:`nasdet.transfer.apply_transfer`
     writes into the config: SGD's ``weight_decay=beta`` is the gradient of
     ``beta/2 * ||w_new||^2``.
 
