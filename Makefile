@@ -22,3 +22,4 @@ test: install
 
 lint: install
 	$(PY) -m ruff check nasdet tools tests benchmarks
+	$(VENV)/bin/lint-imports

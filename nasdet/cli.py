@@ -75,10 +75,11 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         help="override config keys, e.g. train_cfg.max_epochs=2 model.backbone.depth=34")
 
 
-LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
 
 
 def _launcher(value: str) -> str:
+    from nasdet.train.launch import LAUNCHERS
+
     if value not in LAUNCHERS:
         raise NasdetError(f"unknown launcher {value!r}; choose one of {', '.join(LAUNCHERS)}",
                           key="--launcher")
@@ -91,6 +92,8 @@ def add_launcher_options(parser: argparse.ArgumentParser) -> None:
     ``torchrun --nproc_per_node N tools/train.py CONFIG --launcher pytorch`` trains with
     DDP (MMDetection's ``tools/dist_train.sh``); a bad value is one error line.
     """
+    from nasdet.train.launch import LAUNCHERS
+
     parser.add_argument("--launcher", type=_launcher, default="none",
                         metavar="{" + ",".join(LAUNCHERS) + "}",
                         help="job launcher: none (one process) or the launcher that "

@@ -3,7 +3,7 @@
 :func:`analyse` picks the target epoch from the test–retest τ of the architectures
 trained with two seeds (the first epoch at which a second training ranks the
 architectures with τ >= :data:`RETEST_GOAL`, else the last), then scores every
-candidate predictor of that target with :func:`nasdet.benchmark.stats.proxy_statistics`:
+candidate predictor of that target with :func:`nasdet.utils.stats.proxy_statistics`:
 
 * every proxy recorded at initialisation (``proxies`` of the rows);
 * the ID the table records during training, normalised by width (``id_per_width``),
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from nasdet.benchmark.stats import proxy_statistics, rank_aggregate, test_retest
+from nasdet.utils.stats import proxy_statistics, rank_aggregate, test_retest
 from nasdet.benchmark.table import Benchmark, load_benchmark
 
 #: Test–retest τ a target must reach to rank architectures reproducibly.

@@ -2,7 +2,7 @@
 
 Reference: J. Lee and B. Ham, "AZ-NAS: Assembling Zero-Cost Proxies for Network
 Architecture Search", CVPR 2024 (arXiv:2403.19232). AZ-NAS assembles four terms by
-rank aggregation over the population (see :func:`nasdet.benchmark.stats.rank_aggregate`);
+rank aggregation over the population (see :func:`nasdet.utils.stats.rank_aggregate`);
 three are per-model scores and registered here (the fourth, complexity, is ``macs``):
 
 =====================  ==================================================  ==========

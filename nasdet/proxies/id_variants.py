@@ -19,7 +19,7 @@ id_dynamics      mean_l N_l/C_l after ``steps`` SGD steps minus the same at     
 images × positions, λ = 1e-3 · μ_max) as in :mod:`nasdet.proxies.intrinsic_dim`, whose
 layer selection (``layers``), sampling and eval-mode measurement these share. A
 combination "ID term + log #params" needs the population, not one model: form it with
-:func:`nasdet.benchmark.stats.rank_aggregate`.
+:func:`nasdet.utils.stats.rank_aggregate`.
 """
 
 from __future__ import annotations

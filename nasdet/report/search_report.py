@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from nasdet.report.plotting import new_figure, save_figure
+from nasdet.report.proxy_agreement import proxy_agreement, proxy_agreement_markdown
 from nasdet.utils.io import atomic_write_json, atomic_write_text
 
 UNITS = {
@@ -109,6 +110,7 @@ def write_search_report(
     study: Any = None,
     top_k: int = 3,
     elapsed_s: float | None = None,
+    rungs: tuple[str, ...] = (),
 ) -> Path:
     """Write ``trials.csv``, ``pareto.csv``, ``best/``, PNG plots and ``report.md``.
 
@@ -121,6 +123,7 @@ def write_search_report(
         study: The Optuna study, if any (for parameter importances by fANOVA).
         top_k: How many best candidates to export and to show spectra of.
         elapsed_s: Wall-clock seconds of the search, for the header.
+        rungs: The proxies the search prunes on (marked in the proxy section).
 
     Returns:
         Path of ``report.md``.
@@ -177,6 +180,8 @@ def write_search_report(
     if exported:
         text += ["Exported standalone configs (retrain with `tools/train.py`): "
                  + ", ".join(f"`best/{e}`" for e in exported), ""]
+    agreement = proxy_agreement(complete, main_metric, main_dir, rungs=tuple(rungs))
+    text += proxy_agreement_markdown(agreement, main_metric)
     text += ["## Plots", ""]
     for name, path in plots.items():
         if path:
@@ -201,7 +206,7 @@ def write_search_report(
     atomic_write_json(out / "summary.json", {
         "title": title, "objectives": objectives, "states": states, "elapsed_s": elapsed_s,
         "headline": _headline_summary(head), "best": ranked[:top_k], "pareto": front,
-        "units": UNITS})
+        "proxy_agreement": agreement, "units": UNITS})
     return atomic_write_text(out / "report.md", "\n".join(text))
 
 

@@ -84,7 +84,7 @@ from pathlib import Path
 from typing import Any
 
 from nasdet.errors import NasdetError
-from nasdet.utils.io import read_yaml
+from nasdet.utils.io import read_yaml, sha256_of
 
 STAGE_TYPES = ("complexity", "proxy", "train")
 #: Short names; any class of ``optuna.samplers`` / ``optuna.pruners`` works by its name too.
@@ -435,17 +435,6 @@ def _id_guided(path: Path, raw: Any, stages: tuple[Stage, ...],
                     f"{dim.target or dim.cfg_key}{'' if dim.per_stage else ', one value'})")
     return {"dimension": dimension, "metric": metric, "budget": float(budget),
             "after": after, "num_images": num_images}
-
-
-def sha256_of(file: str | Path) -> str:
-    """The SHA-256 of a file's bytes, as hex."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(file, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_pinned(path: Path, pretrain: dict[str, Any], space_path: Path) -> None:

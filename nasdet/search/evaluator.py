@@ -49,6 +49,8 @@ EpochReportFn = Callable[[Stage, int, int, dict[str, float]], None]
 #: ``on_checkpoint(stage, stage index, epoch, checkpoint file)``, after every training
 #: epoch of a train stage (the file is the trial's latest epoch checkpoint).
 CheckpointFn = Callable[[Stage, int, int, Path], None]
+#: ``train_stage(stage config, stage, trial dir)`` -> the last validation metrics.
+TrainStageFn = Callable[[Any, Stage, Path], dict[str, Any]]
 #: Where a trial records its metrics and how many stages are done.
 METRICS_FILE = "metrics.json"
 
@@ -76,6 +78,9 @@ class TrialEvaluator:
         data_root: Dataset root for every candidate (default: the base config's),
             made absolute so trials never depend on their working directory.
         cfg_options: ``key.sub=value`` overrides applied to every candidate's config.
+        train_stage: Runs a train stage's config instead of
+            ``nasdet.train.train(cfg, resume="auto")`` (``train_stage(cfg, stage,
+            trial_dir)`` -> the last validation metrics; e.g. on Ray Train workers).
 
     Example:
         >>> from nasdet.search import load_search_config, TrialEvaluator
@@ -85,7 +90,8 @@ class TrialEvaluator:
 
     def __init__(self, config: SearchConfig, *, keep_checkpoints: bool = False,
                  data_root: str | Path | None = None,
-                 cfg_options: dict[str, Any] | None = None):
+                 cfg_options: dict[str, Any] | None = None,
+                 train_stage: TrainStageFn | None = None):
         from nasdet.space import SearchSpace
 
         self.config = config
@@ -93,6 +99,7 @@ class TrialEvaluator:
         self.keep_checkpoints = keep_checkpoints
         self.data_root = Path(data_root).absolute() if data_root else None
         self.cfg_options = {**config.cfg_options, **(cfg_options or {})}
+        self.train_stage = train_stage
 
     # -- the trial ------------------------------------------------------------------
     def run(self, candidate: Any, trial_dir: str | Path, report: ReportFn, *,
@@ -277,7 +284,8 @@ class TrialEvaluator:
                                        saved=on_saved)
         # A later train stage continues the same run from the previous stage's end.
         with reporting:
-            metrics = train(cfg, resume="auto")
+            metrics = self.train_stage(cfg, stage, trial_dir) if self.train_stage else \
+                train(cfg, resume="auto")
         if seen:
             metrics = seen[max(seen)]
         # The epochs run so far: the user's options may have changed the stage's length.

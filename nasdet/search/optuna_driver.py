@@ -26,12 +26,12 @@ once the finished trials and those other workers are running reach it.
 A trial cut off by a lost process (the driver SIGKILLed, Ctrl-C, a machine lost) is
 failed and retried with the same params as a new trial (user attribute
 ``retried_from``, Optuna's ``retry_history``), up to ``max_failures`` times
-(:class:`~nasdet.search.trials.RetryInterrupted`, Optuna's
+(:class:`~nasdet.search.retry.RetryInterrupted`, Optuna's
 ``RetryHeartbeatStaleTrialCallback``). The retry runs in the old trial's directory:
 the stages it finished are not run again and training continues from the last epoch
 checkpoint; interrupted trials do not count towards ``n_trials``. Which trials a
 driver takes over: each trial records its worker (machine, pid, process start time,
-see :func:`~nasdet.search.trials.worker_record`); a resumed driver fails at once the
+see :func:`~nasdet.search.retry.worker_record`); a resumed driver fails at once the
 RUNNING trials of a worker of this machine whose process is gone (no need to wait for
 the heartbeat) and never touches a live worker's. Trials of workers on other machines
 are failed by the heartbeat of RDB storages after the grace period and retried by the
@@ -58,6 +58,7 @@ from optuna.trial import TrialState
 
 from nasdet.search.config import SearchConfig, Stage
 from nasdet.search.evaluator import CandidateRejected, TrialEvaluator, read_id_proposal
+from nasdet.search.retry import RetryInterrupted, take_over_interrupted, worker_record
 from nasdet.search.storage import default_storage_url, open_storage
 from nasdet.search.trials import (
     ENDED_AT_ATTR,
@@ -67,7 +68,6 @@ from nasdet.search.trials import (
     SEARCH_LOG,
     TRIAL_LOG,
     WORKER_ATTR,
-    RetryInterrupted,
     best_text,
     check_study,
     enqueue_id_proposal,
@@ -84,9 +84,7 @@ from nasdet.search.trials import (
     proxy_rung_prunes,
     proxy_score,
     stage_score,
-    take_over_interrupted,
     trial_line,
-    worker_record,
 )
 from nasdet.utils.output import output_to
 

@@ -107,6 +107,7 @@ from nasdet.search.evaluator import TrialEvaluator
 
 # Keep the searcher, sampler, scheduler, callback and trial_dirname importable from here:
 # Tune experiments snapshotted before they moved to ray_tune pickled them by this name.
+from nasdet.search.ray_train import WorkerScaling
 from nasdet.search.ray_trial import TrialSpec, lines_to, make_trainable, say
 from nasdet.search.ray_tune import (
     EpochASHAScheduler,
@@ -186,6 +187,13 @@ class RaySearch:
         data_root: Dataset root for every candidate (default: the base config's,
             resolved here, so it must be the same path on every node).
         cfg_options: Overrides applied to every candidate's config.
+        workers_per_trial: Above 1, each train stage runs as a Ray Train
+            ``TorchTrainer`` of this many DDP workers (see :mod:`nasdet.search.ray_train`;
+            the trial itself then reserves no CPU or GPU, and at most as many trials run
+            at once as the cluster has workers' resources for).
+        cpus_per_worker: CPUs of each such worker.
+        gpus_per_worker: GPUs of each such worker (> 0: NCCL, else gloo).
+        placement_strategy: ``PACK``, ``SPREAD``, ``STRICT_SPREAD`` or ``STRICT_PACK``.
         verbose: Ray Tune's console verbosity. 0: the terminal gets only this driver's
             lines, what Ray and Tune print goes to ``<work_dir>/search.log``; above 0
             Tune's progress reporter (and the workers' forwarded logs) stay on the
@@ -207,7 +215,11 @@ class RaySearch:
                  resume: bool = False, keep_checkpoints: bool = False,
                  study_name: str | None = None, data_root: str | Path | None = None,
                  cfg_options: dict[str, Any] | None = None, verbose: int = 0,
-                 out: TextIO | None = None):
+                 out: TextIO | None = None, workers_per_trial: int = 1,
+                 cpus_per_worker: float = 1, gpus_per_worker: float = 0,
+                 placement_strategy: str = "PACK"):
+        self.scaling = WorkerScaling(workers_per_trial, cpus_per_worker, gpus_per_worker,
+                                     placement_strategy)
         if cpus_per_trial < 0 or gpus_per_trial < 0 or cpus_per_trial + gpus_per_trial <= 0:
             raise NasdetError("each trial needs some CPUs or GPUs", key="--cpus-per-trial")
         if max_concurrent is not None and max_concurrent < 1:
@@ -297,6 +309,11 @@ class RaySearch:
                 f"{self.work_dir}")
             say(f"[search] Ray Tune experiment: {self.experiment_path}")
             say(self._ray_line())
+            if self.scaling.distributed:
+                sc = self.scaling
+                say(f"[search] train stages: {sc.num_workers} Ray Train workers per trial "
+                    f"({sc.cpus_per_worker:g} CPU, {sc.gpus_per_worker:g} GPU each, "
+                    f"{sc.placement_strategy}, {sc.backend})")
             say(f"[search] library output: {self.work_dir / SEARCH_LOG} and each trial's "
                 f"trials/<id>/{TRIAL_LOG}")
             start = time.perf_counter()
@@ -365,8 +382,11 @@ class RaySearch:
     def _trainable(self):
         spec = TrialSpec(config=self.config, work_dir=self.work_dir, data_root=self.data_root,
                          cfg_options=self.cfg_options, keep_checkpoints=self.keep_checkpoints,
-                         fidelities=fidelities(self.config, self.reduction_factor))
+                         fidelities=fidelities(self.config, self.reduction_factor),
+                         scaling=self.scaling)
         resources = {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
+        if self.scaling.distributed:  # the trial's driver; its workers hold CPUs and GPUs
+            resources = {"cpu": 0, "gpu": 0, "memory": DRIVER_MEMORY}
         return tune.with_resources(make_trainable(spec), resources)
 
     def _tuner(self, trainable):
@@ -406,7 +426,7 @@ class RaySearch:
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=searcher, scheduler=scheduler, num_samples=self.config.n_trials,
-                max_concurrent_trials=self.max_concurrent, reuse_actors=True,
+                max_concurrent_trials=self._concurrency(), reuse_actors=True,
                 trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
                 name=self.study_name, storage_path=str(self.storage_path),
@@ -415,12 +435,24 @@ class RaySearch:
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 callbacks=self._callbacks(), verbose=self.verbose, log_to_file=True))
 
+    def _concurrency(self) -> int | None:
+        """``max_concurrent``; with Train workers, by default as many trials as fit."""
+        if self.max_concurrent is not None or not self.scaling.distributed:
+            return self.max_concurrent
+        have, s = ray.cluster_resources(), self.scaling
+        fits = [have.get(k, 0) / (s.num_workers * need)
+                for k, need in (("CPU", s.cpus_per_worker), ("GPU", s.gpus_per_worker)) if need]
+        return max(1, int(min(fits)))
+
     def _callbacks(self) -> list:
         """Tune callbacks: the trial lines, and removing checkpoints of ended trials."""
         callbacks: list = [ProgressLines(self.config, self.work_dir)]
         if not self.keep_checkpoints:
             callbacks.append(RemoveCheckpoints(self.work_dir))
         return callbacks
+
+#: What the driver of a trial with Ray Train workers reserves (bytes, bookkeeping only).
+DRIVER_MEMORY = 64 * 2**20
 
 # ------------------------------------------------------------------------------ rows
 def ray_trial_rows(experiment_path: str | Path, config: SearchConfig) -> list[dict[str, Any]]:

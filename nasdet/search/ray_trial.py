@@ -29,6 +29,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -42,6 +43,7 @@ from nasdet.search.evaluator import (
     clear_trial_dir,
     recorded_stages,
 )
+from nasdet.search.ray_train import LostWorkers, WorkerScaling, train_stage
 from nasdet.search.trials import (
     ENQUEUED_ATTR,
     ID_GUIDED_ATTR,
@@ -99,6 +101,7 @@ class TrialSpec:
         cfg_options: Overrides applied to every candidate's config.
         keep_checkpoints: Keep trials' training checkpoints.
         fidelities: Per stage, the fidelity its result reports (0: not scored).
+        scaling: The Ray Train workers of its train stages (one: the trial's process).
     """
 
     config: SearchConfig
@@ -107,6 +110,7 @@ class TrialSpec:
     cfg_options: dict[str, Any] = field(default_factory=dict)
     keep_checkpoints: bool = False
     fidelities: tuple[float, ...] = ()
+    scaling: WorkerScaling = field(default_factory=WorkerScaling)
 
 
 def run_trial(spec: TrialSpec, params: dict[str, Any]) -> None:
@@ -119,8 +123,12 @@ def run_trial(spec: TrialSpec, params: dict[str, Any]) -> None:
     config = spec.config
     trial_id = tune.get_context().get_trial_id()
     trial_dir = spec.work_dir / "trials" / trial_id
-    evaluator = TrialEvaluator(config, keep_checkpoints=spec.keep_checkpoints,
-                               data_root=spec.data_root, cfg_options=spec.cfg_options)
+    scaling = getattr(spec, "scaling", None) or WorkerScaling()  # older pickled specs
+    evaluator = TrialEvaluator(
+        config, keep_checkpoints=spec.keep_checkpoints, data_root=spec.data_root,
+        cfg_options=spec.cfg_options,
+        train_stage=partial(_train_on_workers, scaling=scaling) if scaling.distributed
+        else None)
     params = {k: v for k, v in params.items()
               if k not in (ID_GUIDED_ATTR, ENQUEUED_ATTR)}  # not space params
     candidate = evaluator.space.candidate(params)
@@ -213,7 +221,8 @@ def run_trial(spec: TrialSpec, params: dict[str, Any]) -> None:
                          "rejected": str(exc) or "over budget", "stage_name": stage})
         except Exception as exc:
             traceback.print_exc()  # into the trial's log; Tune records the error
-            _store_error(failed, exc)
+            if not isinstance(exc, LostWorkers):  # a lost worker: Tune retries the trial
+                _store_error(failed, exc)
             raise
 
 
@@ -272,6 +281,12 @@ def restore_checkpoint(checkpoint: tune.Checkpoint, trial_dir: Path) -> int:
             (train / "last_checkpoint").write_text(str(train / saved[-1].name))
     params = _read_json(trial_dir / "params.json")
     return recorded_stages(trial_dir, params)[0] if isinstance(params, dict) else 0
+
+
+def _train_on_workers(cfg: Any, stage: Stage, trial_dir: Path, *,
+                      scaling: WorkerScaling) -> dict[str, Any]:
+    """A train stage on the trial's Ray Train workers (:mod:`nasdet.search.ray_train`)."""
+    return train_stage(cfg, stage.name, trial_dir, scaling)
 
 
 def _link(src: Path, dst: Path) -> None:

@@ -280,8 +280,9 @@ class ProgressLines(Callback):
         epochs = (trial.last_result or {}).get("epochs")
         where = f"epoch {int(epochs)}" if isinstance(epochs, (int, float)) and \
             math.isfinite(epochs) else "its last checkpoint"
-        say(f"[search] trial {number} ({trial.trial_id}) interrupted: "
-            f"{_live_error_reason(trial) or 'its worker was lost'}; retried from {where} "
+        reason = (_live_error_reason(trial) or "its worker was lost").splitlines()[0][:120]
+        say(f"[search] trial {number} ({trial.trial_id}) interrupted: {reason}; "
+            f"retried from {where} "
             f"(failure {trial.run_metadata.num_failures})")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -34,6 +34,10 @@ def run_search(
     data_root: str | Path | None = None,
     cfg_options: dict[str, Any] | None = None,
     max_failures: int | None = None,
+    workers_per_trial: int = 1,
+    cpus_per_worker: float = 1,
+    gpus_per_worker: float = 0,
+    placement_strategy: str = "PACK",
 ) -> dict[str, Any]:
     """Validate everything, run the search, write the report.
 
@@ -54,10 +58,20 @@ def run_search(
         cfg_options: Overrides applied to every candidate's config.
         max_failures: Overrides the config's ``max_failures`` (retries of a trial cut off
             by a lost worker, node or driver).
+        workers_per_trial: Ray Train DDP workers per trial's train stages (ray backend;
+            1: the trial's own process).
+        cpus_per_worker: Ray resources per worker.
+        gpus_per_worker: Ray resources per worker.
+        placement_strategy: Placement of a trial's workers (``PACK``, ``SPREAD``,
+            ``STRICT_SPREAD``, ``STRICT_PACK``).
 
     Returns:
         ``{"rows": [...], "report": Path, "elapsed_s": float}``.
     """
+    if workers_per_trial != 1 and backend != "ray":
+        raise NasdetError("several workers per trial need --backend ray (Ray Train); "
+                          "the optuna backend trains each trial in its own process",
+                          key="--workers-per-trial")
     work_dir = Path(work_dir).absolute()
     # Validating builds models (checkpoint warnings): into search.log, which exists
     # only once the config is valid (a bad config leaves no work dir behind).
@@ -69,13 +83,18 @@ def run_search(
                     study_name=study_name, resume=resume, address=address,
                     cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                     keep_checkpoints=keep_checkpoints, data_root=data_root,
-                    cfg_options=cfg_options)
+                    cfg_options=cfg_options,
+                    workers={"workers_per_trial": workers_per_trial,
+                             "cpus_per_worker": cpus_per_worker,
+                             "gpus_per_worker": gpus_per_worker,
+                             "placement_strategy": placement_strategy})
 
 
 def _run(config, work_dir: Path, out: TextIO, *, backend: str, storage: str | None,
          study_name: str | None, resume: bool, address: str | None, cpus_per_trial: float,
          gpus_per_trial: float, keep_checkpoints: bool, data_root: str | Path | None,
-         cfg_options: dict[str, Any] | None) -> dict[str, Any]:
+         cfg_options: dict[str, Any] | None,
+         workers: dict[str, Any] | None = None) -> dict[str, Any]:
     from nasdet.report import write_search_report
 
     start = time.perf_counter()
@@ -98,7 +117,7 @@ def _run(config, work_dir: Path, out: TextIO, *, backend: str, storage: str | No
                            cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                            resume=resume, keep_checkpoints=keep_checkpoints,
                            study_name=study_name, data_root=data_root,
-                           cfg_options=cfg_options, out=out)
+                           cfg_options=cfg_options, out=out, **(workers or {}))
         driver.run()
         rows = driver.rows()  # Tune's rows: where each trial ran, as well
         study = driver.load_study()  # importances from the storage, as for optuna

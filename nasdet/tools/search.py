@@ -5,6 +5,7 @@
     python tools/search.py CONFIG --storage postgresql://user@host/db --study-name s1
     python tools/search.py CONFIG --backend ray --address HEAD_IP:6379 --cpus-per-trial 4
     RAY_ADDRESS=HEAD_IP:6379 python tools/search.py CONFIG --backend ray
+    python tools/search.py CONFIG --backend ray --workers-per-trial 2 --gpus-per-worker 1
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ def main(argv: list[str] | None = None) -> int:
                         "on 127.0.0.1")
     parser.add_argument("--cpus-per-trial", type=float, default=1)
     parser.add_argument("--gpus-per-trial", type=float, default=0)
+    parser.add_argument("--workers-per-trial", type=int, default=1, metavar="N",
+                        help="ray backend: train each trial on N DDP workers (Ray Train; "
+                        "gloo on CPUs, NCCL on GPUs; lr scaled as auto_scale_lr); default 1")
+    parser.add_argument("--cpus-per-worker", type=float, default=1)
+    parser.add_argument("--gpus-per-worker", type=float, default=0)
+    parser.add_argument("--placement", default="PACK",
+                        choices=("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"),
+                        help="how a trial's workers are placed on nodes (default PACK)")
     parser.add_argument("--keep-checkpoints", action="store_true")
     parser.add_argument("--max-failures", type=int, metavar="K",
                         help="retry a trial cut off by a lost worker, node or driver up to "
@@ -49,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         address=args.address, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, keep_checkpoints=args.keep_checkpoints,
         data_root=args.data_root, cfg_options=args.cfg_options,
-        max_failures=args.max_failures)
+        max_failures=args.max_failures, workers_per_trial=args.workers_per_trial,
+        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+        placement_strategy=args.placement)
     print(f"report: {result['report']} ({result['elapsed_s'] / 60:.1f} min)")
     return 0
 

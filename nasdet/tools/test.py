@@ -35,17 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from nasdet.train import evaluate, load_config
-    from nasdet.train.runner import (
-        build_log,
-        finish_launcher,
-        is_main_process,
-        main_process_stdout,
-        setup_launcher,
-    )
+    from nasdet.train.launch import build_log, is_main_process, launched, main_process_stdout
 
     cfg = load_config(args.config, cfg_options=args.cfg_options, work_dir=args.work_dir)
-    setup_launcher(cfg, args.launcher, cfg_options=args.cfg_options)
-    try:
+    with launched(cfg, args.launcher, cfg_options=args.cfg_options):
         # The Runner's and pycocotools' output (hook table, COCO tables) goes to the work
         # dir's test.log: the terminal gets the metrics below, or an error's one line.
         with main_process_stdout(), build_log(cfg, "test.log"):
@@ -53,10 +46,6 @@ def main(argv: list[str] | None = None) -> int:
         if is_main_process():
             print_metrics("test metrics", metrics)
             print(f"log: {Path(cfg.work_dir) / 'test.log'}")
-    except BaseException:
-        finish_launcher(wait=False)
-        raise
-    finish_launcher()
     return 0
 
 

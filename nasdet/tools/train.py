@@ -44,19 +44,17 @@ def main(argv: list[str] | None = None) -> int:
         check_checkpoint_file(args.resume, key="--resume")
 
     from nasdet.train import build_runner, load_config
-    from nasdet.train.runner import _read_metrics as read_metrics
-    from nasdet.train.runner import (
+    from nasdet.train.launch import (
         build_log,
-        finish_launcher,
         is_main_process,
+        launched,
         main_process_stdout,
         prepare_data_once,
-        setup_launcher,
     )
+    from nasdet.train.runner import read_metrics
 
     cfg = load_config(args.config, cfg_options=args.cfg_options, work_dir=args.work_dir)
-    setup_launcher(cfg, args.launcher, cfg_options=args.cfg_options)
-    try:
+    with launched(cfg, args.launcher, cfg_options=args.cfg_options):
         with main_process_stdout():
             prepare_data_once(cfg)  # a first run generates the synthetic data: progress shown
             # Building prints the environment, the config and the hook table (all in the
@@ -69,10 +67,6 @@ def main(argv: list[str] | None = None) -> int:
             if metrics:
                 print_metrics("final validation metrics", metrics)
             print(f"work dir: {cfg.work_dir}")
-    except BaseException:
-        finish_launcher(wait=False)
-        raise
-    finish_launcher()
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -85,3 +86,12 @@ def read_yaml(path: str | Path) -> Any:
             ctx = f" ({ctx} from line {cmark.line + 1})" if ctx and cmark else ""
             message = f"not valid YAML{where}: {problem}{ctx}"
         raise NasdetError(message, file=path) from None
+
+
+def sha256_of(file: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

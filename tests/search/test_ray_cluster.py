@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ class LocalCluster:
     sessions: list[int] = field(default_factory=list)
     node_ids: set[str] = field(default_factory=set)
 
-    def start_node(self, *, head: bool) -> None:
+    def start_node(self, *, head: bool, cpus: int = 1) -> None:
         name = "head" if head else "node2"
         ports = ["--min-worker-port=0", "--max-worker-port=0",
                  f"--node-manager-port={free_port()}",
@@ -67,7 +68,7 @@ class LocalCluster:
                     "--dashboard-host=127.0.0.1", f"--ray-client-server-port={free_port()}"]
         else:
             role = [f"--address={self.address}"]
-        cmd = [str(RAY), "start", *role, "--node-ip-address=127.0.0.1", "--num-cpus=1",
+        cmd = [str(RAY), "start", *role, "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
                "--num-gpus=0", "--disable-usage-stats", f"--temp-dir={self.temp / name}",
                "--object-store-memory=100000000", *ports]
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
@@ -110,6 +111,21 @@ class LocalCluster:
                 out.append(int(entry))
         return out
 
+    def kill_node(self, index: int) -> None:
+        """SIGKILL every process of the ``index``-th node started (0: the head)."""
+        session = self.sessions[index]
+        self.sessions = [s for s in self.sessions if s != session]
+        for pid in self._session_processes(session):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _session_processes(self, session: int) -> list[int]:
+        kept, self.sessions = self.sessions, [session]
+        try:
+            return self.processes()
+        finally:
+            self.sessions = kept
+
     def stop(self) -> None:
         """SIGTERM this cluster's processes, SIGKILL what is left after 3 s."""
         for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
@@ -141,15 +157,16 @@ def use_token_auth() -> str | None:
     return old
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
+@contextlib.contextmanager
+def local_cluster(head_cpus: int = 1) -> Iterator[LocalCluster]:
+    """A head with ``head_cpus`` CPUs and a second node with one, removed afterwards."""
     import ray
 
     # A short path: Ray's Unix sockets live under the temp dir (108-byte limit).
     c = LocalCluster(temp=Path(tempfile.mkdtemp(prefix="nasdet-ray-", dir="/tmp")))
     old_mode = use_token_auth()
     try:
-        c.start_node(head=True)
+        c.start_node(head=True, cpus=head_cpus)
         c.start_node(head=False)
         c.wait_for_nodes(2)
         yield c
@@ -162,6 +179,12 @@ def cluster() -> Iterator[LocalCluster]:
         else:
             os.environ["RAY_AUTH_MODE"] = old_mode
     assert not c.processes()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with local_cluster() as c:
+        yield c
 
 
 def test_trials_run_on_both_nodes(cluster, tmp_path, tiny_det_root):
@@ -226,3 +249,65 @@ def test_killed_driver_resumes_keeping_finished_trials(cluster, tmp_path, tiny_d
         assert kept[key] == pytest.approx(value)
     # Not run again: the trial's own record was not rewritten.
     assert (work / "trials" / trial_id / "metrics.json").stat().st_mtime_ns == mtime
+
+
+def test_ddp_trial_spreads_its_workers_over_both_nodes(cluster, tmp_path, tiny_det_root):
+    from tests.search.test_ray_train import TRAIN, check_ddp_trial
+
+    cfg = load_search_config(write_search(tmp_path, **TRAIN))
+    search = RaySearch(cfg, tmp_path / "work", address=cluster.address,
+                       data_root=tiny_det_root, cfg_options=FAST, workers_per_trial=2,
+                       cpus_per_worker=1, placement_strategy="STRICT_SPREAD")
+    grid = search.run()
+    assert grid.num_errors == 0, [r.error for r in grid]
+    (row,) = search.rows()
+    assert row["state"] == "COMPLETE" and row["epochs"] == 2
+    record = check_ddp_trial(Path(row["trial_dir"]))
+    # One worker on each node (one CPU each): the process group spans the cluster.
+    assert {w["node_id"] for w in record["workers"]} == cluster.node_ids
+    assert len(cluster.node_ids) == 2
+
+
+def test_ddp_trial_survives_losing_a_workers_node(tmp_path, tiny_det_root):
+    from ray.tune import ExperimentAnalysis
+
+    from tests.search.test_ray_train import TRAIN
+
+    epochs = 3
+    stages = [dict(TRAIN["stages"][1], epochs=epochs)]
+    cfg = load_search_config(write_search(tmp_path, **{**TRAIN, "stages": stages}))
+    work = tmp_path / "work"
+    # Two CPUs on the head: after the second node is lost, both workers fit there.
+    with local_cluster(head_cpus=2) as c:
+        search = RaySearch(cfg, work, address=c.address, data_root=tiny_det_root,
+                           cfg_options=FAST, workers_per_trial=2, cpus_per_worker=1,
+                           placement_strategy="SPREAD")
+        outcome: dict = {}
+        thread = threading.Thread(target=lambda: outcome.update(grid=search.run()))
+        thread.start()
+        deadline = time.time() + 240
+        checkpoints = work / "ray_results" / "search"
+        while time.time() < deadline and thread.is_alive():
+            if list(checkpoints.glob("*/checkpoint_*")):  # epoch 1 is in Tune's storage
+                break
+            time.sleep(0.2)
+        assert thread.is_alive(), outcome
+        c.kill_node(1)  # the second node and its worker, mid-trial
+        thread.join(timeout=400)
+        assert not thread.is_alive()
+        grid = outcome["grid"]
+    assert grid.num_errors == 0, [r.error for r in grid]
+    (row,) = search.rows()
+    assert row["state"] == "COMPLETE" and row["epochs"] == epochs
+    (trial,) = ExperimentAnalysis(str(checkpoints)).trials
+    assert trial.num_failures == 1  # the lost node cut it off once
+    # Every finished epoch was reported once: the retry continued from its checkpoint.
+    (results,) = checkpoints.glob("*/result.json")
+    reported = [json.loads(line) for line in results.read_text().splitlines()]
+    assert sorted(r["epoch"] for r in reported if r["epoch"]) == list(range(1, epochs + 1))
+    record = json.loads((Path(row["trial_dir"]) / "train" / "ddp.json").read_text())
+    # The retried run trained only the epochs after the restored one, on the head alone.
+    restored = epochs - len(record["workers"][0]["images_per_epoch"])
+    assert 1 <= restored < epochs
+    assert len({w["node_id"] for w in record["workers"]}) == 1
+    assert record["world_size"] == 2

@@ -195,7 +195,9 @@ def test_precedence_under_the_space_and_the_evaluator(tmp_path, backbone_ckpt, m
     assert scratch.train_cfg.max_epochs == 12 and scratch.train_cfg.val_interval == 12
     assert scratch.param_scheduler[1].milestones == [9, 11]
     assert scratch.param_scheduler[1].end == 12 and scratch.param_scheduler[0].end == 100
-    assert scratch.default_hooks.checkpoint.interval == 12
+    # every epoch is checkpointed (a killed trial continues from its last epoch), two kept
+    assert scratch.default_hooks.checkpoint.interval == 1
+    assert scratch.default_hooks.checkpoint.max_keep_ckpts == 2
     assert staged.param_scheduler[1].milestones == [7] and staged.train_cfg.max_epochs == 12
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from nasdet.benchmark.stats import (
+from nasdet.utils.stats import (
     _counts,
     _Taus,
     kendall_tau_b,
@@ -19,7 +19,7 @@ from nasdet.benchmark.stats import (
     rank_aggregate,
     top_fraction_recall,
 )
-from nasdet.benchmark.stats import test_retest as retest
+from nasdet.utils.stats import test_retest as retest
 
 # float64 sums of at most n² = 10⁴ terms of ±1: exact integers, one rounding in the ratio
 TOL = 1e-12
