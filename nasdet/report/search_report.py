@@ -237,17 +237,23 @@ def _tag(row: dict[str, Any]) -> str:
 def compare_base(rows: list[dict[str, Any]], metric: str, direction: str) -> dict[str, Any]:
     """(a): the best searched candidate at no more MACs than the base, against the base.
 
+    The base a candidate is held against is the base architecture trained the way the
+    candidate was: the enqueued ``base...`` trial with the same ``param/transfer`` (a
+    fine-tuned candidate against the fine-tuned base, so the comparison credits the
+    search, not the transfer strategy), else the trial named ``base``.
+
     Args:
         rows: Every trial's row.
         metric: The metric compared (the search's first objective).
         direction: ``maximize`` or ``minimize``.
 
     Returns:
-        ``base`` (its row or None), ``best`` (the best searched trial with ``macs`` at
-        most the base's; without a base, the best searched trial), ``best_any`` (the
-        best searched trial at any MACs), ``better`` (``best`` strictly better than the
-        base; None when either is missing) and ``note`` (one sentence saying what was
-        found, or what is missing). Searched trials are those not enqueued by name.
+        ``base`` (the reference row or None), ``best`` (the best searched trial with
+        ``macs`` at most the base's; without a base, the best searched trial),
+        ``best_any`` (the best searched trial at any MACs), ``better`` (``best``
+        strictly better than its reference; None when either is missing) and ``note``
+        (one sentence saying what was found, or what is missing). Searched trials are
+        those not enqueued by name.
     """
     trained = trained_rows(rows, metric)
     searched = [r for r in trained if not r.get(ENQUEUED)]
@@ -273,11 +279,17 @@ def compare_base(rows: list[dict[str, Any]], metric: str, direction: str) -> dic
         out["note"] = (f"No fully trained searched candidate has at most the base's MACs "
                        f"({len(searched)} searched trials trained).")
         return out
+    same = next((r for r in trained if str(r.get(ENQUEUED) or "").startswith(BASE_NAME)
+                 and r.get("param/transfer") is not None
+                 and r.get("param/transfer") == best.get("param/transfer")), None)
+    if same is not None:
+        out["base"] = base = same
     out["better"] = _better(float(best[metric]), float(base[metric]), direction)
     ratio = float(best["macs"]) / float(base["macs"]) if float(base["macs"]) else float("nan")
     verdict = "beats" if out["better"] else "does not beat"
+    how = f" trained the same way ({best['param/transfer']})" if same is not None else ""
     out["note"] = (f"The best searched candidate at no more MACs, {_tag(best)}, {verdict} the "
-                   f"base (trial {base['trial']}): {metric} {float(best[metric]):.4g} vs "
+                   f"base{how} (trial {base['trial']}): {metric} {float(best[metric]):.4g} vs "
                    f"{float(base[metric]):.4g}, at {ratio:.2f}x the base's MACs.")
     return out
 

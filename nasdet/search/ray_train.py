@@ -195,27 +195,28 @@ _PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken p
 def lost_workers(error: BaseException) -> bool:
     """Whether a ``TorchTrainer.fit`` error means a lost worker or node, not a bug.
 
-    Ray Train's controller errors, failed health checks and worker-group startups, and
-    any worker's Ray system error (an actor or node died) count; so do failures that
-    are all ``torch.distributed`` errors or peer-gone messages of collectives (the
-    survivors of a lost rank often fail that way before Ray notices the loss). A
-    worker's own exception beside them is the trial's error (its peers then fail in
-    their collectives too).
+    Ray Train's controller errors count, and a worker group's failures when one of them
+    is Ray's own (a failed health check or startup, an actor or node that died) or all
+    are collectives whose peer is gone (``torch.distributed`` errors, gloo's "connection
+    closed/reset by peer": the survivors of a lost rank often fail so before Ray notices
+    the loss). A worker's own exception beside collective errors is the trial's error
+    (its peers then fail in their collectives too).
     """
+    from ray.exceptions import RayError, RayTaskError
     from ray.train import ControllerError, WorkerGroupError
-    from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
+    from ray.train.v2._internal.exceptions import RayTrainError, UserExceptionWithTraceback
 
     if isinstance(error, ControllerError):
         return True
     if not isinstance(error, WorkerGroupError):
         return False
-    failures = list(error.worker_failures.values())
-    if any(not isinstance(f, UserExceptionWithTraceback) for f in failures):
-        return True  # a health check, an actor's or a node's death: Ray's own error
-    # Only collective errors: the peer that is gone raised nothing of its own.
+    failures = [f._base_exc if isinstance(f, UserExceptionWithTraceback) else f
+                for f in error.worker_failures.values()]
+    if any(isinstance(f, (RayError, RayTrainError)) and not isinstance(f, RayTaskError)
+           for f in failures):
+        return True  # Ray's own error: a health check, an actor's or a node's death
     return bool(failures) and all(
-        _is_dist_error(f._base_exc) or any(m in str(f._base_exc) for m in _PEER_GONE)
-        for f in failures)
+        _is_dist_error(f) or any(m in str(f) for m in _PEER_GONE) for f in failures)
 
 
 def _is_dist_error(exc: BaseException) -> bool:

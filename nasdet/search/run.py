@@ -128,8 +128,14 @@ def _run(config, work_dir: Path, out: TextIO, *, backend: str, storage: str | No
     report = write_search_report(
         rows, work_dir / "report", title=f"Search '{name}' ({backend})",
         objectives=[(o.metric, o.direction) for o in config.objectives], study=study,
-        elapsed_s=elapsed)
+        elapsed_s=elapsed, rungs=proxy_rungs(config))
     return {"rows": rows, "report": report, "elapsed_s": elapsed}
+
+
+def proxy_rungs(config) -> tuple[str, ...]:
+    """The proxies the search prunes on: each proxy stage's ``report`` proxy."""
+    return tuple(str(s.options["report"]) for s in config.stages
+                 if s.type == "proxy" and s.options.get("report") is not None)
 
 
 def ensure_pretrained(config, out: TextIO | None = None) -> Path | None:

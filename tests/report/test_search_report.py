@@ -61,6 +61,17 @@ def test_best_searched_at_no_more_macs_against_the_base():
     assert compare_base(rows, "ap50", "minimize")["best"]["trial"] == 4
 
 
+def test_a_candidate_is_held_against_the_base_trained_the_same_way():
+    rows = _rows()
+    ft = [r for r in rows if r["trial"] not in (3, 4)] + [_row(7, 0.65, 95.0, "finetune")]
+    res = compare_base(ft, "ap50", "maximize")
+    # trial 7 (finetune, 0.65) beats the scratch base (0.50) but not the fine-tuned one (0.70)
+    assert res["best"]["trial"] == 7 and res["base"]["trial"] == 1
+    assert res["better"] is False
+    assert "does not beat the base trained the same way (finetune) (trial 1)" in res["note"]
+    assert "0.95x the base's MACs" in res["note"]
+
+
 def test_base_comparison_states_what_is_missing():
     rows = _rows()
     worse = [r for r in rows if r["trial"] != 3]  # best eligible is now trial 4, 0.55 > 0.50

@@ -31,7 +31,8 @@ def pretrained_space(tiny_space: Path, tmp_path_factory: pytest.TempPathFactory)
     data["constraints"] = {"max_params": 1.0e9, "max_macs": 1.0e12}
     data["dimensions"]["transfer"]["choices"] = ["finetune", "freeze"]
     data["dimensions"].pop("scratch_head", None)
-    data["dimensions"].pop("lr", None)  # scratch's lr range; lr_transfer stays
+    for name in ("lr", "widths", "depths", "unique_blocks", "stem"):  # scratch's dimensions
+        data["dimensions"].pop(name, None)
     path = tmp_path_factory.mktemp("space") / "pretrained.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from nasdet.search import load_search_config
-from nasdet.search.ray_driver import RaySearch
+from nasdet.search.ray_driver import DRIVER_MEMORY, RaySearch
 from tests.conftest import REPO
 from tests.search.test_ray_driver import FAST, write_search
 
@@ -52,7 +52,7 @@ class LocalCluster:
     sessions: list[int] = field(default_factory=list)
     node_ids: set[str] = field(default_factory=set)
 
-    def start_node(self, *, head: bool, cpus: int = 1) -> None:
+    def start_node(self, *, head: bool, cpus: int = 1, memory: int | None = None) -> None:
         name = "head" if head else "node2"
         ports = ["--min-worker-port=0", "--max-worker-port=0",
                  f"--node-manager-port={free_port()}",
@@ -70,7 +70,8 @@ class LocalCluster:
             role = [f"--address={self.address}"]
         cmd = [str(RAY), "start", *role, "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
                "--num-gpus=0", "--disable-usage-stats", f"--temp-dir={self.temp / name}",
-               "--object-store-memory=100000000", *ports]
+               "--object-store-memory=100000000", *ports,
+               *([f"--memory={memory}"] if memory is not None else [])]
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
         env.pop("RAY_ADDRESS", None)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -158,8 +159,10 @@ def use_token_auth() -> str | None:
 
 
 @contextlib.contextmanager
-def local_cluster(head_cpus: int = 1) -> Iterator[LocalCluster]:
-    """A head with ``head_cpus`` CPUs and a second node with one, removed afterwards."""
+def local_cluster(head_cpus: int = 1, node2_memory: int | None = None
+                  ) -> Iterator[LocalCluster]:
+    """A head with ``head_cpus`` CPUs and a second node with one (and ``node2_memory``
+    bytes of Ray's ``memory`` resource, default Ray's), removed afterwards."""
     import ray
 
     # A short path: Ray's Unix sockets live under the temp dir (108-byte limit).
@@ -167,7 +170,7 @@ def local_cluster(head_cpus: int = 1) -> Iterator[LocalCluster]:
     old_mode = use_token_auth()
     try:
         c.start_node(head=True, cpus=head_cpus)
-        c.start_node(head=False)
+        c.start_node(head=False, memory=node2_memory)
         c.wait_for_nodes(2)
         yield c
     finally:
@@ -277,8 +280,10 @@ def test_ddp_trial_survives_losing_a_workers_node(tmp_path, tiny_det_root):
     stages = [dict(TRAIN["stages"][1], epochs=epochs)]
     cfg = load_search_config(write_search(tmp_path, **{**TRAIN, "stages": stages}))
     work = tmp_path / "work"
-    # Two CPUs on the head: after the second node is lost, both workers fit there.
-    with local_cluster(head_cpus=2) as c:
+    # Two CPUs on the head: after the second node is lost, both workers fit there. The
+    # trial's driver (its Tune actor, reserving DRIVER_MEMORY) does not fit on the
+    # second node: what is lost there is a Train worker.
+    with local_cluster(head_cpus=2, node2_memory=DRIVER_MEMORY // 2) as c:
         search = RaySearch(cfg, work, address=c.address, data_root=tiny_det_root,
                            cfg_options=FAST, workers_per_trial=2, cpus_per_worker=1,
                            placement_strategy="SPREAD")
@@ -301,13 +306,16 @@ def test_ddp_trial_survives_losing_a_workers_node(tmp_path, tiny_det_root):
     assert row["state"] == "COMPLETE" and row["epochs"] == epochs
     (trial,) = ExperimentAnalysis(str(checkpoints)).trials
     assert trial.num_failures == 1  # the lost node cut it off once
-    # Every finished epoch was reported once: the retry continued from its checkpoint.
+    # Every finished epoch was reported once (then the stage's end, at the last one):
+    # the retry continued from its checkpoint.
     (results,) = checkpoints.glob("*/result.json")
     reported = [json.loads(line) for line in results.read_text().splitlines()]
-    assert sorted(r["epoch"] for r in reported if r["epoch"]) == list(range(1, epochs + 1))
+    assert [r["epoch"] for r in reported if r["epoch"] and not r["stages_done"]] == \
+        list(range(1, epochs + 1))
+    assert [r["epoch"] for r in reported if r["stages_done"]] == [epochs]
     record = json.loads((Path(row["trial_dir"]) / "train" / "ddp.json").read_text())
     # The retried run trained only the epochs after the restored one, on the head alone.
     restored = epochs - len(record["workers"][0]["images_per_epoch"])
     assert 1 <= restored < epochs
-    assert len({w["node_id"] for w in record["workers"]}) == 1
+    assert {w["node_id"] for w in record["workers"]} == {row["node_id"]}  # the head's
     assert record["world_size"] == 2

@@ -113,3 +113,26 @@ def test_workers_per_trial_is_refused_by_optuna_and_checked(tmp_path):
         WorkerScaling(num_workers=2, placement_strategy="ANYWHERE")
     assert WorkerScaling(2, gpus_per_worker=1).backend == "nccl"
     assert WorkerScaling(2).backend == "gloo" and not WorkerScaling().distributed
+
+
+def test_lost_workers_tells_a_lost_node_from_the_trials_own_error():
+    import torch.distributed as dist
+    from ray.exceptions import ActorDiedError
+    from ray.train import ControllerError, WorkerGroupError
+
+    from nasdet.search.ray_train import lost_workers
+
+    def group(*failures: Exception) -> WorkerGroupError:
+        return WorkerGroupError("snippets", dict(enumerate(failures)))
+
+    gone = RuntimeError("[gloo/transport/tcp/pair.cc:545] Read error: Connection reset by "
+                        "peer. This is typically caused by a remote worker hanging")
+    # A node lost: its worker's actor died, the survivor's collective broke.
+    assert lost_workers(group(gone, ActorDiedError()))
+    assert lost_workers(group(gone, dist.DistNetworkError("store gone")))
+    assert lost_workers(ControllerError(RuntimeError("controller lost")))
+    # The trial's own error on one rank (its peer then fails in a collective, or the same).
+    bad = NasdetError("dataset root does not exist", key="data_root")
+    assert not lost_workers(group(bad, gone))
+    assert not lost_workers(group(ValueError("boom"), ValueError("boom")))
+    assert not lost_workers(ValueError("not from a trainer"))

@@ -75,3 +75,14 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("stages: [unclosed\n")
     with pytest.raises(NasdetError, match="not valid YAML"):
         load_search_config(bad)
+
+
+def test_proxy_rungs_are_the_proxy_stages_report_proxies(tmp_path):
+    from nasdet.search.run import proxy_rungs
+
+    rung = {**GOOD, "stages": [dict(s, report="id_mean") if s["type"] == "proxy" else s
+                               for s in GOOD["stages"]]}
+    assert proxy_rungs(load_search_config(_write(tmp_path, rung))) == ("id_mean",)
+    none = {**GOOD, "stages": [dict(s, report=None) if s["type"] == "proxy" else s
+                               for s in GOOD["stages"]]}
+    assert proxy_rungs(load_search_config(_write(tmp_path, none))) == ()

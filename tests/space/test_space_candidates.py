@@ -104,7 +104,7 @@ def test_candidate_refuses_params_the_space_cannot_give(tiny):
         ({**params, "widths.0": 20}, "widths.0", "not a value"),  # off the step grid
         ({**params, "lr": 0.5}, "lr", "not a value"),
         ({**{k: v for k, v in params.items() if k != "lr"}, "transfer": "freeze",
-          "lr_transfer": 0.01}, "scratch_head", "inactive"),
+          "lr_transfer": 0.01}, "widths.0", "inactive"),  # the backbone is scratch's
         ({**params, "lr": 0.02}, "lr", "not a value"),  # the transfer strategies' range
         ({k: v for k, v in params.items() if k != "stem"}, "stem", "missing"),
     ]

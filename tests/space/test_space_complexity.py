@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 import nasdet.space.complexity as complexity_mod
@@ -120,11 +121,17 @@ def test_two_stage_macs_match_forward_hooks(tiny_space_default):
 
 
 @pytest.fixture(scope="module")
-def tiny_space_default():
-    space = SearchSpace.from_yaml(SPACES / "tiny_synth.yaml")
+def tiny_space_default(tmp_path_factory):
+    # The tiny space with its backbone dimensions active for every strategy, counted as
+    # fine-tuned: the detector as sampled (scratch would add GroupNorm to the neck).
+    data = yaml.safe_load((SPACES / "tiny_synth.yaml").read_text())
+    data["base"] = str(SPACES / data["base"])
+    for name in ("widths", "depths", "unique_blocks", "stem"):
+        data["dimensions"][name].pop("condition")
+    path = tmp_path_factory.mktemp("space") / "tiny_any_backbone.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    space = SearchSpace.from_yaml(path)
     params = dict(space.default_candidate().params)
-    # finetune: the detector counted is the architecture as sampled (scratch would add
-    # GroupNorm); no checkpoint is needed to count it
     params.update(
         {
             "fpn_width": 64,
