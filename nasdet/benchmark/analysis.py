@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from nasdet.utils.stats import proxy_statistics, rank_aggregate, test_retest
 from nasdet.benchmark.table import Benchmark, load_benchmark
+from nasdet.utils.stats import proxy_statistics, rank_aggregate, test_retest
 
 #: Test–retest τ a target must reach to rank architectures reproducibly.
 RETEST_GOAL = 0.6
