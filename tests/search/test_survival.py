@@ -340,7 +340,14 @@ def test_sigkilled_ray_driver_resumed_continues_the_trial(tmp_path, tiny_det_roo
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its private Ray
         proc.wait()
     (trial_dir,) = (work / "trials").iterdir()
-    first_run = epochs_per_run(trial_dir / "train")[0]
+    # A Ray worker notices its raylet is gone within a second or two: wait until the
+    # trial's log stops growing before taking what the first run trained.
+    first_run, still = epochs_per_run(trial_dir / "train")[0], time.time()
+    while time.time() - still < 3 and time.time() < deadline + 60:
+        time.sleep(0.5)
+        now = epochs_per_run(trial_dir / "train")[0]
+        if now != first_run:
+            first_run, still = now, time.time()
     assert seen is not None and first_run[-1] < EPOCHS, (tmp_path / "driver.log").read_text()
 
     search = RaySearch(load_search_config(search_yaml), work, resume=True,
