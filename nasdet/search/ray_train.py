@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,31 +84,47 @@ class WorkerScaling:
         return "nccl" if self.gpus_per_worker > 0 else "gloo"
 
 
-def ddp_stage_config(cfg: Any, scaling: WorkerScaling) -> dict[str, Any]:
+def ddp_stage_config(cfg: Any, scaling: WorkerScaling,
+                     user_options: Sequence[Mapping[str, Any] | None] = ()) -> dict[str, Any]:
     """Make a train stage's config a ``num_workers``-process DDP run; what changed.
 
     ``launcher='pytorch'``, the backend, and mmdet's ``auto_scale_lr`` with the
     single-process batch as ``base_batch_size`` (mmengine's Runner scales the lr by
     ``world_size * batch / base_batch_size``); the record goes to ``cfg.ray_train``.
+    The backend is the one the user's options name (``env_cfg.dist_cfg.backend`` in
+    ``user_options``: the search's ``cfg_options``, then the stage's; the last wins), else
+    NCCL with GPUs and gloo without (the ``nccl`` every MMDetection runtime inherits is
+    not the user's choice). It is written to ``env_cfg.dist_cfg.backend``.
+
+    Raises:
+        NasdetError: ``nccl`` named for workers without GPUs.
     """
+    from nasdet.train.launch import user_backend
+
+    backend = scaling.backend
+    for options in user_options:
+        backend = user_backend(options) or backend
+    if backend == "nccl" and not scaling.gpus_per_worker:
+        raise NasdetError("env_cfg.dist_cfg.backend=nccl needs GPUs per worker; set "
+                          "--gpus-per-worker or use gloo", key="cfg_options")
     batch = int(cfg.train_dataloader.batch_size)
     base_lr = float(cfg.optim_wrapper.optimizer.lr)
     cfg.launcher = "pytorch"
     env_cfg = dict(cfg.get("env_cfg") or {})
-    env_cfg["dist_cfg"] = {**dict(env_cfg.get("dist_cfg") or {}), "backend": scaling.backend}
+    env_cfg["dist_cfg"] = {**dict(env_cfg.get("dist_cfg") or {}), "backend": backend}
     cfg.env_cfg = env_cfg
     cfg.auto_scale_lr = dict(enable=True, base_batch_size=batch)
     record = {"num_workers": scaling.num_workers, "cpus_per_worker": scaling.cpus_per_worker,
               "gpus_per_worker": scaling.gpus_per_worker,
-              "placement_strategy": scaling.placement_strategy, "backend": scaling.backend,
+              "placement_strategy": scaling.placement_strategy, "backend": backend,
               "batch_per_worker": batch, "base_batch_size": batch, "base_lr": base_lr,
               "scaled_lr": base_lr * scaling.num_workers}
     cfg.ray_train = record
     return record
 
 
-def train_stage(cfg: Any, stage_name: str, trial_dir: Path,
-                scaling: WorkerScaling) -> dict[str, Any]:
+def train_stage(cfg: Any, stage_name: str, trial_dir: Path, scaling: WorkerScaling,
+                user_options: Sequence[Mapping[str, Any] | None] = ()) -> dict[str, Any]:
     """Run one train stage (``cfg``: its full config) on a ``TorchTrainer``.
 
     Call inside a Tune trial with the evaluator's trial reporter installed: every epoch
@@ -119,6 +136,7 @@ def train_stage(cfg: Any, stage_name: str, trial_dir: Path,
         stage_name: The stage's name.
         trial_dir: The trial's directory.
         scaling: The worker group.
+        user_options: The user's config options, to tell their backend from the config's.
 
     Returns:
         The last validation metrics (as :func:`nasdet.train.train` returns them).
@@ -132,7 +150,7 @@ def train_stage(cfg: Any, stage_name: str, trial_dir: Path,
     from nasdet.train.runner import read_metrics
 
     cfg = copy.deepcopy(cfg)
-    ddp_stage_config(cfg, scaling)
+    record = ddp_stage_config(cfg, scaling, user_options)
     path = Path(trial_dir) / f"train_{stage_name}.py"
     cfg.dump(str(path))
     # The queues live (and die) with the trial's driver, on its node.
@@ -146,7 +164,7 @@ def train_stage(cfg: Any, stage_name: str, trial_dir: Path,
         _worker,
         train_loop_config={"config": str(path), "events": events, "acks": acks,
                            "log": str(Path(trial_dir) / "trial.log")},
-        torch_config=TorchConfig(backend=scaling.backend),
+        torch_config=TorchConfig(backend=record["backend"]),
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers, use_gpu=scaling.gpus_per_worker > 0,
             resources_per_worker=resources,

@@ -124,11 +124,12 @@ def run_trial(spec: TrialSpec, params: dict[str, Any]) -> None:
     trial_id = tune.get_context().get_trial_id()
     trial_dir = spec.work_dir / "trials" / trial_id
     scaling = getattr(spec, "scaling", None) or WorkerScaling()  # older pickled specs
+    on_workers = partial(_train_on_workers, scaling=scaling,
+                         user_options={**config.cfg_options, **spec.cfg_options})
     evaluator = TrialEvaluator(
         config, keep_checkpoints=spec.keep_checkpoints, data_root=spec.data_root,
         cfg_options=spec.cfg_options,
-        train_stage=partial(_train_on_workers, scaling=scaling) if scaling.distributed
-        else None)
+        train_stage=on_workers if scaling.distributed else None)
     params = {k: v for k, v in params.items()
               if k not in (ID_GUIDED_ATTR, ENQUEUED_ATTR)}  # not space params
     candidate = evaluator.space.candidate(params)
@@ -283,10 +284,11 @@ def restore_checkpoint(checkpoint: tune.Checkpoint, trial_dir: Path) -> int:
     return recorded_stages(trial_dir, params)[0] if isinstance(params, dict) else 0
 
 
-def _train_on_workers(cfg: Any, stage: Stage, trial_dir: Path, *,
-                      scaling: WorkerScaling) -> dict[str, Any]:
+def _train_on_workers(cfg: Any, stage: Stage, trial_dir: Path, *, scaling: WorkerScaling,
+                      user_options: dict[str, Any]) -> dict[str, Any]:
     """A train stage on the trial's Ray Train workers (:mod:`nasdet.search.ray_train`)."""
-    return train_stage(cfg, stage.name, trial_dir, scaling)
+    return train_stage(cfg, stage.name, trial_dir, scaling,
+                       (user_options, stage.options.get("cfg_options")))
 
 
 def _link(src: Path, dst: Path) -> None:

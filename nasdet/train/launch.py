@@ -38,7 +38,7 @@ _HOW = {"pytorch": "torchrun --nproc_per_node N tools/train.py CONFIG --launcher
         "mpi": "mpirun -np N python tools/train.py CONFIG --launcher mpi"}
 
 
-def _user_backend(options: Mapping[str, Any] | None) -> str | None:
+def user_backend(options: Mapping[str, Any] | None) -> str | None:
     """The backend the user's ``--cfg-options`` name, if they name one."""
     options = options or {}
     for key, path in (("env_cfg.dist_cfg.backend", ()), ("env_cfg.dist_cfg", ("backend",)),
@@ -87,7 +87,7 @@ def setup_launcher(cfg: Config, launcher: str | None = None, *,
     env_cfg = cfg.get("env_cfg") or {}
     dist_cfg = dict(env_cfg.get("dist_cfg") or {})
     cuda = torch.cuda.is_available()
-    user = _user_backend(cfg_options)
+    user = user_backend(cfg_options)
     if user is not None:
         if user == "nccl" and not cuda:
             raise NasdetError("env_cfg.dist_cfg.backend=nccl needs CUDA devices and none is "

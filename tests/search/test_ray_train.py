@@ -115,6 +115,35 @@ def test_workers_per_trial_is_refused_by_optuna_and_checked(tmp_path):
     assert WorkerScaling(2).backend == "gloo" and not WorkerScaling().distributed
 
 
+def test_ddp_stage_backend_is_the_users_else_follows_the_workers_devices():
+    from mmengine.config import Config
+
+    from nasdet.search.ray_train import ddp_stage_config
+
+    def stage(**env_cfg):  # every MMDetection runtime inherits dist_cfg.backend='nccl'
+        return Config(dict(train_dataloader=dict(batch_size=2),
+                           optim_wrapper=dict(optimizer=dict(lr=0.05)),
+                           env_cfg=dict(dist_cfg=dict(backend="nccl", timeout=600), **env_cfg)))
+
+    cpu, gpu = WorkerScaling(2), WorkerScaling(2, gpus_per_worker=1)
+    cfg = stage()
+    record = ddp_stage_config(cfg, cpu)
+    assert record["backend"] == "gloo" and cfg.env_cfg.dist_cfg.backend == "gloo"
+    assert cfg.env_cfg.dist_cfg.timeout == 600 and cfg.launcher == "pytorch"
+    assert record["scaled_lr"] == pytest.approx(0.1) and cfg.auto_scale_lr.base_batch_size == 2
+    assert ddp_stage_config(stage(), gpu)["backend"] == "nccl"
+    # The user's choice wins (the stage's over the search's), also against the devices.
+    search_opts = {"env_cfg.dist_cfg.backend": "gloo"}
+    cfg = stage()
+    assert ddp_stage_config(cfg, gpu, (search_opts, None))["backend"] == "gloo"
+    assert cfg.env_cfg.dist_cfg.backend == "gloo"
+    stage_opts = {"env_cfg": {"dist_cfg": {"backend": "mpi"}}}
+    assert ddp_stage_config(stage(), gpu, (search_opts, stage_opts))["backend"] == "mpi"
+    with pytest.raises(NasdetError, match="nccl needs GPUs") as info:
+        ddp_stage_config(stage(), cpu, ({"env_cfg.dist_cfg.backend": "nccl"},))
+    assert info.value.key == "cfg_options"
+
+
 def test_lost_workers_tells_a_lost_node_from_the_trials_own_error():
     import torch.distributed as dist
     from ray.exceptions import ActorDiedError
