@@ -1,6 +1,6 @@
 """Data-parallel scaling without Ray, measured in one run on this machine.
 
-    python benchmarks/ddp_scaling.py [--iters 30] [--batch 4] [--out results.json]
+    python benchmarks/ddp_scaling.py [--iters 30] [--batch 4] [--no-ray] [--out results.json]
 
 (a) Training throughput of the tiny detector (``configs/tiny_faster_rcnn_synth.py``,
     synthetic 128 px images, ``--batch`` images per process) for ``--iters`` iterations
@@ -10,6 +10,11 @@
     clock of its training iterations (``metrics.json`` ``train_time``: forward, backward,
     gradient all-reduce and optimiser step; data loading and start-up excluded). The
     speed-up is images/s(2) / images/s(1); linear scaling is 2.
+(a') The same training as a trial's train stage on Ray Train workers, as
+    ``--workers-per-trial W`` runs it (``nasdet.search.ray_train.train_stage``: a
+    ``TorchTrainer`` of W gloo workers with one CPU each on a private local Ray), W = 1
+    and W = 2; images/s from rank 0's ``metrics.json`` as in (a), so Ray's start-up and
+    the worker group's set-up are excluded and reported apart (``stage_seconds``).
 (b) The covariance all-reduce of one spectrum measurement, as ``EigenspectrumHook``
     makes it (``backbone_stages`` + ``fpn``, 16 val images, batch 1): two gloo processes
     each measure their 8 images; the reduction (``_sync_entries`` and
@@ -107,6 +112,40 @@ def bench_training(root: Path, tmp: Path, iters: int, batch: int) -> dict[str, A
     return out
 
 
+def bench_ray_train(root: Path, tmp: Path, iters: int, batch: int) -> dict[str, Any]:
+    """Images/s of the same iterations as one trial's train stage on 1 and 2 Ray Train
+    workers."""
+    import ray
+
+    from nasdet.search.ray_train import WorkerScaling, train_stage
+    from nasdet.utils.output import output_to
+    from nasdet.utils.ray_cluster import connect_ray
+
+    out: dict[str, Any] = {}
+    started = connect_ray(None)
+    try:
+        for world in (1, 2):
+            trial_dir = tmp / f"ray_w{world}"
+            work = trial_dir / "train"
+            work.mkdir(parents=True)
+            cfg = _config(root, work, iters, batch)
+            t0 = time.perf_counter()
+            with output_to(trial_dir / "driver.log"):
+                train_stage(cfg, "bench", trial_dir, WorkerScaling(world, cpus_per_worker=1))
+            stage_seconds = time.perf_counter() - t0
+            metrics = json.loads((work / "metrics.json").read_text())
+            assert metrics["world_size"] == world and metrics["iter"] == iters, metrics
+            seconds = sum(t["seconds"] for t in metrics["train_time"])
+            out[f"world{world}"] = {"seconds": seconds, "images": iters * batch * world,
+                                    "images_per_s": iters * batch * world / seconds,
+                                    "stage_seconds": stage_seconds}
+    finally:
+        if started:
+            ray.shutdown()
+    out["speedup_2_vs_1"] = out["world2"]["images_per_s"] / out["world1"]["images_per_s"]
+    return out
+
+
 # ----------------------------------------------------------------------------- spectrum
 def spectrum_worker(root: Path, out_dir: Path, repeats: int) -> None:
     """One torchrun process of (b): time the measurement and the all-reduce apart."""
@@ -175,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=30, help="training iterations per run")
     parser.add_argument("--batch", type=int, default=4, help="images per process and step")
     parser.add_argument("--repeats", type=int, default=5, help="spectrum timing repeats")
+    parser.add_argument("--no-ray", action="store_true",
+                        help="skip (a'), the Ray Train workers")
     parser.add_argument("--out", help="write the figures as JSON to this path")
     parser.add_argument("--spectrum-worker", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -191,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                               num_train=64, num_val=16, seed=0, progress=False)
         load = os.getloadavg()
         train = bench_training(root, tmp, args.iters, args.batch)
+        ray_train = None if args.no_ray else bench_ray_train(root, tmp, args.iters, args.batch)
         spectrum = bench_spectrum(root, tmp, args.repeats)
     w1, w2 = train["world1"], train["world2"]
     print(f"load average before: {load[0]:.2f}  cores: {os.cpu_count()}  (CPU, gloo, "
@@ -199,6 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"    1 worker : {w1['images_per_s']:7.2f} images/s ({w1['seconds']:.1f} s)")
     print(f"    2 workers: {w2['images_per_s']:7.2f} images/s ({w2['seconds']:.1f} s)")
     print(f"    speed-up 2 vs 1: {train['speedup_2_vs_1']:.2f} (linear: 2)")
+    if ray_train is not None:
+        r1, r2 = ray_train["world1"], ray_train["world2"]
+        print("(a') the same as a trial's train stage on Ray Train workers (gloo, 1 CPU each)")
+        print(f"    1 worker : {r1['images_per_s']:7.2f} images/s ({r1['seconds']:.1f} s; "
+              f"stage with set-up {r1['stage_seconds']:.1f} s)")
+        print(f"    2 workers: {r2['images_per_s']:7.2f} images/s ({r2['seconds']:.1f} s; "
+              f"stage with set-up {r2['stage_seconds']:.1f} s)")
+        print(f"    speed-up 2 vs 1: {ray_train['speedup_2_vs_1']:.2f} (linear: 2); Ray "
+              f"Train vs torchrun at 2 workers: "
+              f"{r2['images_per_s'] / w2['images_per_s']:.2f}")
     print(f"(b) spectrum of {spectrum['layers']} layers, {spectrum['images_per_rank']} "
           f"images per process, {spectrum['bytes_reduced'] / 1e6:.2f} MB reduced")
     print(f"    measurement {spectrum['measure_s'] * 1e3:.1f} ms, all-reduce "
@@ -209,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         from nasdet.utils.io import atomic_write_json
 
         atomic_write_json(args.out, {
-            "training": train, "spectrum": spectrum, "load_average": load[0],
+            "training": train, "ray_train": ray_train, "spectrum": spectrum, "load_average": load[0],
             "iters": args.iters, "batch_per_process": args.batch,
             "units": "images_per_s: training images per second over all processes "
                      "(rank 0's iteration wall clock); seconds: wall clock; bytes: float64 "

@@ -44,27 +44,38 @@ class MetricsDumpHook(Hook):
         self.train_time: list[dict[str, Any]] = []
         self._epoch_wall = self._epoch_cpu = 0.0
         self._iter_start: tuple[float, float] | None = None
+        self._validate_first = False
 
     def _path(self, runner) -> Path:
         return Path(runner.work_dir) / self.filename
 
     def before_train(self, runner) -> None:
-        """Reload the history of the run this one resumes (cut at its epoch)."""
+        """Reload the history of the run this one resumes (cut at its epoch).
+
+        Checkpoints are written before the epoch's validation, so a run killed in
+        between resumes after an epoch that was never validated: it is validated first,
+        at the start of the next epoch (every hook's ``before_train`` has run by then).
+        """
         self.history, self.train_time = [], []
-        path = self._path(runner)
-        if runner.iter == 0 or not path.is_file():
+        self._validate_first = False
+        if runner.iter == 0:
             return
+        epoch, path = runner.epoch, self._path(runner)
         try:
-            old = json.loads(path.read_text(encoding="utf-8"))
+            old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         except (OSError, ValueError):
-            return  # a damaged file: the resumed run starts a new history
-        epoch = runner.epoch
+            old = {}  # a damaged file: the resumed run starts a new history
         self.history = [h for h in old.get("history", []) if int(h["epoch"]) <= epoch]
         self.train_time = [t for t in old.get("train_time", []) if int(t["epoch"]) <= epoch]
         if self.history:
             self.last["val"] = dict(self.history[-1]["metrics"])
+        self._validate_first = _validation_due(runner, epoch) and \
+            epoch not in {int(h["epoch"]) for h in self.history}
 
     def before_train_epoch(self, runner) -> None:
+        if self._validate_first:
+            self._validate_first = False
+            runner.val_loop.run()  # the train loop then puts the model back in train mode
         self._epoch_wall = self._epoch_cpu = 0.0
 
     def before_train_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
@@ -113,3 +124,14 @@ class MetricsDumpHook(Hook):
 
     def after_test_epoch(self, runner, metrics: dict | None = None) -> None:
         self._dump(runner, "test", metrics)
+
+
+def _validation_due(runner, epoch: int) -> bool:
+    """Whether an epoch-based run validates after ``epoch`` (mmengine's own rule)."""
+    loop = runner.train_loop
+    if not hasattr(loop, "max_epochs") or not hasattr(loop, "val_interval") or epoch < 1:
+        return False
+    if getattr(runner, "_val_loop", None) is None:
+        return False
+    return epoch >= loop.val_begin and (epoch % loop.val_interval == 0
+                                        or epoch == loop.max_epochs)

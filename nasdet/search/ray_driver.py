@@ -383,7 +383,7 @@ class RaySearch:
         spec = TrialSpec(config=self.config, work_dir=self.work_dir, data_root=self.data_root,
                          cfg_options=self.cfg_options, keep_checkpoints=self.keep_checkpoints,
                          fidelities=fidelities(self.config, self.reduction_factor),
-                         scaling=self.scaling)
+                         scaling=self.scaling, experiment_dir=self.experiment_path)
         resources = {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
         if self.scaling.distributed:  # the trial's driver; its workers hold CPUs and GPUs
             resources = {"cpu": 0, "gpu": 0, "memory": DRIVER_MEMORY}

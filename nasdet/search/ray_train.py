@@ -44,6 +44,9 @@ from nasdet.errors import NasdetError
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK")
 #: What rank 0 records about the worker group, in the stage's train dir.
 DDP_FILE = "ddp.json"
+#: The worker group's placement group, recorded by rank 0 in the trial's directory while
+#: a stage runs (see :func:`release_stale_worker_group`).
+WORKER_GROUP_FILE = "ray_train_group.json"
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,53 @@ def ddp_stage_config(cfg: Any, scaling: WorkerScaling,
     return record
 
 
+def release_stale_worker_group(trial_dir: Path) -> str | None:
+    """Remove the placement group an earlier attempt of this trial left behind; its id.
+
+    Ray Train's controller owns its workers' placement group, and a detached cleaner
+    removes the group when the controller dies; but the cleaner asks Ray's state API,
+    which the dashboard serves, and without one (nasdet's private Ray, a cluster started
+    with ``--include-dashboard=false``, Ray without ``ray[default]``) the group outlives
+    its controller. When the trial's driver was lost with its node, Ray reschedules the
+    group onto the remaining nodes, where it holds the CPUs/GPUs the retry needs, and the
+    retry waits for them forever. Tune never runs two attempts of a trial at once, so a
+    group still recorded when an attempt starts belongs to a dead one.
+    """
+    import json
+
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import (
+        PlacementGroup,
+        placement_group_table,
+        remove_placement_group,
+    )
+
+    path = Path(trial_dir) / WORKER_GROUP_FILE
+    try:
+        group = str(json.loads(path.read_text())["placement_group_id"])
+        pg = PlacementGroup(PlacementGroupID.from_hex(group))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    removed = None
+    if placement_group_table(pg).get("state") not in (None, "REMOVED"):
+        remove_placement_group(pg)
+        removed = group
+    path.unlink(missing_ok=True)
+    return removed
+
+
+def _record_worker_group(trial_dir: Path) -> None:
+    """Rank 0: note the worker group's placement group for :func:`release_stale_worker_group`."""
+    from ray.util.placement_group import get_current_placement_group
+
+    from nasdet.utils.io import atomic_write_json
+
+    pg = get_current_placement_group()
+    if pg is not None:
+        atomic_write_json(Path(trial_dir) / WORKER_GROUP_FILE,
+                          {"placement_group_id": pg.id.hex(), "pid": os.getpid()})
+
+
 def train_stage(cfg: Any, stage_name: str, trial_dir: Path, scaling: WorkerScaling,
                 user_options: Sequence[Mapping[str, Any] | None] = ()) -> dict[str, Any]:
     """Run one train stage (``cfg``: its full config) on a ``TorchTrainer``.
@@ -163,7 +213,8 @@ def train_stage(cfg: Any, stage_name: str, trial_dir: Path, scaling: WorkerScali
     trainer = TorchTrainer(
         _worker,
         train_loop_config={"config": str(path), "events": events, "acks": acks,
-                           "log": str(Path(trial_dir) / "trial.log")},
+                           "log": str(Path(trial_dir) / "trial.log"),
+                           "trial_dir": str(trial_dir)},
         torch_config=TorchConfig(backend=record["backend"]),
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers, use_gpu=scaling.gpus_per_worker > 0,
@@ -188,6 +239,8 @@ def train_stage(cfg: Any, stage_name: str, trial_dir: Path, scaling: WorkerScali
         thread.join()
         for queue in (events, acks):
             queue.shutdown()
+        # fit() returned: the controller removed its group (a dead driver leaves the note).
+        (Path(trial_dir) / WORKER_GROUP_FILE).unlink(missing_ok=True)
     if "stopped" in outcome:
         raise outcome["stopped"]
     if "error" in outcome:
@@ -287,6 +340,8 @@ def _worker(config: dict[str, Any]) -> None:
         wrapper["device_ids"] = [torch.cuda.current_device()]
         cfg.model_wrapper_cfg = wrapper
     main = rank == 0
+    if main:
+        _record_worker_group(Path(config["trial_dir"]))
     events, acks = config["events"], config["acks"]
 
     def send(kind: str, epoch: int, value: Any) -> None:

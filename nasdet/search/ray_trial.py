@@ -43,7 +43,13 @@ from nasdet.search.evaluator import (
     clear_trial_dir,
     recorded_stages,
 )
-from nasdet.search.ray_train import LostWorkers, WorkerScaling, train_stage
+from nasdet.search.ray_train import (
+    WORKER_GROUP_FILE,
+    LostWorkers,
+    WorkerScaling,
+    release_stale_worker_group,
+    train_stage,
+)
 from nasdet.search.trials import (
     ENQUEUED_ATTR,
     ID_GUIDED_ATTR,
@@ -102,6 +108,7 @@ class TrialSpec:
         keep_checkpoints: Keep trials' training checkpoints.
         fidelities: Per stage, the fidelity its result reports (0: not scored).
         scaling: The Ray Train workers of its train stages (one: the trial's process).
+        experiment_dir: The Tune experiment's storage (``trial_<id>/checkpoint_*``).
     """
 
     config: SearchConfig
@@ -111,6 +118,7 @@ class TrialSpec:
     keep_checkpoints: bool = False
     fidelities: tuple[float, ...] = ()
     scaling: WorkerScaling = field(default_factory=WorkerScaling)
+    experiment_dir: Path | None = None
 
 
 def run_trial(spec: TrialSpec, params: dict[str, Any]) -> None:
@@ -153,6 +161,8 @@ def run_trial(spec: TrialSpec, params: dict[str, Any]) -> None:
                 "epoch": int(metrics.get("epochs", 0)) if scored else 0,
                 "fidelity": spec.fidelities[index] if rung and stage is not None else 0.0}
 
+    if scaling.distributed:  # what an attempt lost with its driver's node still holds
+        release_stale_worker_group(trial_dir)
     failed = trial_dir / FAILED_FILE
     if failed.is_file():  # it raised before: an error of the trial, not a lost process
         raise _stored_error(failed)
@@ -161,7 +171,10 @@ def run_trial(spec: TrialSpec, params: dict[str, Any]) -> None:
         last = n_stages - 1
         tune.report(result(config.stages[last], last, recorded))
         return
-    checkpoint = tune.get_checkpoint()  # Tune retries or restores the trial
+    # Tune retries or restores the trial (or restarts it, not knowing a stored checkpoint).
+    stored = getattr(spec, "experiment_dir", None)  # older pickled specs
+    checkpoint = newest_checkpoint(tune.get_checkpoint(),
+                                   stored / f"trial_{trial_id}" if stored else None)
     if checkpoint is not None:
         restore_checkpoint(checkpoint, trial_dir)
     else:
@@ -232,7 +245,8 @@ def trial_checkpoint(trial_dir: Path, saved: Path | None) -> Iterator[tune.Check
     """A ``tune.Checkpoint`` of the trial's state, or None without an epoch checkpoint.
 
     Holds the trial directory's files (``params.json``, ``metrics.json`` with the stages
-    done, ``candidate.py``, ``spectrum.json``, ...; not ``trial.log``) and under
+    done, ``candidate.py``, ``spectrum.json``, ...; not ``trial.log`` nor the worker
+    group's note) and under
     ``train/`` the epoch checkpoint ``saved`` with the run's ``metrics.json`` history.
     Built of hard links (copies across file systems) in a temporary folder of the trial
     directory, removed once Tune has copied it into the experiment's storage.
@@ -243,7 +257,7 @@ def trial_checkpoint(trial_dir: Path, saved: Path | None) -> Iterator[tune.Check
     tmp = Path(tempfile.mkdtemp(prefix=".checkpoint_", dir=trial_dir))
     try:
         for path in trial_dir.iterdir():
-            if path.is_file() and path.name != TRIAL_LOG:
+            if path.is_file() and path.name not in (TRIAL_LOG, WORKER_GROUP_FILE):
                 _link(path, tmp / path.name)
         (tmp / "train").mkdir()
         train = trial_dir / "train"
@@ -282,6 +296,51 @@ def restore_checkpoint(checkpoint: tune.Checkpoint, trial_dir: Path) -> int:
             (train / "last_checkpoint").write_text(str(train / saved[-1].name))
     params = _read_json(trial_dir / "params.json")
     return recorded_stages(trial_dir, params)[0] if isinstance(params, dict) else 0
+
+
+def newest_checkpoint(registered: tune.Checkpoint | None,
+                      stored_in: Path | None) -> tune.Checkpoint | None:
+    """Tune's checkpoint of the trial, or a further one Tune stored but never registered.
+
+    A function trainable's report copies its checkpoint into the experiment's storage,
+    but Tune's driver registers it only after one more call to the trial's actor (its
+    ``save`` task): a node lost between the two leaves the checkpoint in ``stored_in``
+    and Tune's retry without it (it would start the trial over). The trial's stored
+    checkpoints (:func:`trial_checkpoint` folders) are ranked by the progress they
+    record (stages done, then epoch), not by their index, which restarts after such a
+    retry; one whose files are incomplete or damaged (copied while the node died) is
+    skipped.
+    """
+    best, rank = registered, _progress(Path(registered.path)) if registered else None
+    if stored_in is None or not stored_in.is_dir():
+        return best
+    for folder in stored_in.glob("checkpoint_*"):
+        progress = _progress(folder)
+        if progress is not None and (rank is None or progress > rank):
+            best, rank = tune.Checkpoint.from_directory(str(folder)), progress
+    return best
+
+
+def _progress(folder: Path) -> tuple[int, int] | None:
+    """(stages done, epoch) of a complete :func:`trial_checkpoint` folder, else None.
+
+    The epoch is the checkpoint's own (mmengine's ``epoch_N.pth``/``iter_N.pth``): the
+    run's ``metrics.json`` beside it is written after the checkpoint, so it lags.
+    """
+    import zipfile
+
+    record = _read_json(folder / "metrics.json")
+    weights = sorted((folder / "train").glob("*.pth")) if (folder / "train").is_dir() else []
+    if not isinstance(record, dict) or len(weights) != 1:
+        return None
+    try:
+        epoch = int(weights[0].stem.rsplit("_", 1)[-1])
+        with zipfile.ZipFile(weights[0]) as archive:  # torch.save's format; CRCs checked
+            if archive.testzip() is not None:
+                return None
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+    return int(record.get("stages_done", 0) or 0), epoch
 
 
 def _train_on_workers(cfg: Any, stage: Stage, trial_dir: Path, *, scaling: WorkerScaling,

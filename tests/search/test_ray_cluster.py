@@ -52,8 +52,9 @@ class LocalCluster:
     sessions: list[int] = field(default_factory=list)
     node_ids: set[str] = field(default_factory=set)
 
-    def start_node(self, *, head: bool, cpus: int = 1, memory: int | None = None) -> None:
-        name = "head" if head else "node2"
+    def start_node(self, *, head: bool, cpus: int = 1, memory: int | None = None,
+                   name: str = "node2") -> None:
+        name = "head" if head else name
         ports = ["--min-worker-port=0", "--max-worker-port=0",
                  f"--node-manager-port={free_port()}",
                  f"--object-manager-port={free_port()}",
@@ -159,18 +160,20 @@ def use_token_auth() -> str | None:
 
 
 @contextlib.contextmanager
-def local_cluster(head_cpus: int = 1, node2_memory: int | None = None
+def local_cluster(head_cpus: int = 1, node2_memory: int | None = None, *,
+                  head_memory: int | None = None, node2_cpus: int = 1
                   ) -> Iterator[LocalCluster]:
-    """A head with ``head_cpus`` CPUs and a second node with one (and ``node2_memory``
-    bytes of Ray's ``memory`` resource, default Ray's), removed afterwards."""
+    """A head with ``head_cpus`` CPUs and a second node with ``node2_cpus`` (and
+    ``head_memory``/``node2_memory`` bytes of Ray's ``memory`` resource, default Ray's),
+    removed afterwards."""
     import ray
 
     # A short path: Ray's Unix sockets live under the temp dir (108-byte limit).
     c = LocalCluster(temp=Path(tempfile.mkdtemp(prefix="nasdet-ray-", dir="/tmp")))
     old_mode = use_token_auth()
     try:
-        c.start_node(head=True, cpus=head_cpus)
-        c.start_node(head=False, memory=node2_memory)
+        c.start_node(head=True, cpus=head_cpus, memory=head_memory)
+        c.start_node(head=False, cpus=node2_cpus, memory=node2_memory)
         c.wait_for_nodes(2)
         yield c
     finally:
@@ -319,3 +322,57 @@ def test_ddp_trial_survives_losing_a_workers_node(tmp_path, tiny_det_root):
     assert 1 <= restored < epochs
     assert {w["node_id"] for w in record["workers"]} == {row["node_id"]}  # the head's
     assert record["world_size"] == 2
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "ddp"])
+def test_trial_survives_losing_the_node_of_its_own_driver(workers, tmp_path, tiny_det_root):
+    """A preempted node took the trial's driver (its Tune actor) and all its workers; a
+    replacement node joins and Tune's retry continues there from epoch 1's checkpoint."""
+    from ray.tune import ExperimentAnalysis
+
+    from tests.search.test_ray_train import TRAIN
+
+    epochs = 3
+    stages = [dict(TRAIN["stages"][1], epochs=epochs)]
+    cfg = load_search_config(write_search(tmp_path, **{**TRAIN, "stages": stages}))
+    work = tmp_path / "work"
+    # The head holds no trial (no CPU, less memory than a trial's driver reserves): the
+    # trial, driver and workers, runs on the second node, and after its loss only on
+    # the third.
+    with local_cluster(head_cpus=0, head_memory=DRIVER_MEMORY // 2, node2_cpus=2) as c:
+        search = RaySearch(cfg, work, address=c.address, data_root=tiny_det_root,
+                           cfg_options=FAST, workers_per_trial=workers, cpus_per_worker=1)
+        outcome: dict = {}
+        thread = threading.Thread(target=lambda: outcome.update(grid=search.run()))
+        thread.start()
+        deadline = time.time() + 240
+        checkpoints = work / "ray_results" / "search"
+        while time.time() < deadline and thread.is_alive():
+            if list(checkpoints.glob("*/checkpoint_*")):  # epoch 1 is in Tune's storage
+                break
+            time.sleep(0.2)
+        assert thread.is_alive(), outcome
+        lost = c.node_ids
+        c.kill_node(1)  # the second node: the trial's driver and its workers
+        c.start_node(head=False, cpus=2, name="node3")
+        thread.join(timeout=400)
+        assert not thread.is_alive(), "the trial was not retried on the new node"
+        grid = outcome["grid"]
+        c.wait_for_nodes(2)  # the head and the replacement
+    assert grid.num_errors == 0, [r.error for r in grid]
+    (row,) = search.rows()
+    assert row["state"] == "COMPLETE" and row["epochs"] == epochs
+    assert row["node_id"] in c.node_ids - lost  # the replacement node's
+    (trial,) = ExperimentAnalysis(str(checkpoints)).trials
+    assert trial.num_failures == 1
+    (results,) = checkpoints.glob("*/result.json")
+    reported = [json.loads(line) for line in results.read_text().splitlines()]
+    # Each finished epoch reported once: the retry continued from the checkpoint.
+    assert [r["epoch"] for r in reported if r["epoch"] and not r["stages_done"]] == \
+        list(range(1, epochs + 1))
+    assert [r["epoch"] for r in reported if r["stages_done"]] == [epochs]
+    if workers > 1:
+        record = json.loads((Path(row["trial_dir"]) / "train" / "ddp.json").read_text())
+        restored = epochs - len(record["workers"][0]["images_per_epoch"])
+        assert 1 <= restored < epochs
+        assert {w["node_id"] for w in record["workers"]} == {row["node_id"]}

@@ -185,6 +185,47 @@ def test_ray_trial_checkpoint_round_trip(tmp_path):
         assert nothing is None
 
 
+def test_newest_checkpoint_finds_a_stored_one_tune_never_registered(tmp_path):
+    import torch
+    from ray import tune
+
+    from nasdet.search.ray_trial import newest_checkpoint
+
+    stored = tmp_path / "trial_abc"
+
+    def folder(index: int, stages_done: int, epoch: int, *, damaged: bool = False) -> Path:
+        path = stored / f"checkpoint_{index:06d}"
+        (path / "train").mkdir(parents=True)
+        (path / "metrics.json").write_text(json.dumps({"stages_done": stages_done}))
+        weights = path / "train" / f"epoch_{epoch}.pth"
+        torch.save({"state_dict": {"w": torch.arange(1000.0)}}, weights)
+        if damaged:  # cut off while it was copied
+            weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        return path
+
+    def picked(registered: Path | None) -> Path | None:
+        ckpt = newest_checkpoint(tune.Checkpoint.from_directory(str(registered))
+                                 if registered else None, stored)
+        return Path(ckpt.path) if ckpt is not None else None
+
+    assert picked(None) is None and newest_checkpoint(None, None) is None
+    first = folder(0, 1, 1)
+    assert picked(None) == first  # stored, never registered: the retry continues from it
+    assert picked(first) == first
+    # A retry from an unregistered checkpoint writes its indices from 0 again: progress
+    # decides, not the index.
+    later = folder(4, 1, 5)
+    assert picked(first) == later
+    newer = stored / "checkpoint_000000"
+    (newer / "train" / "epoch_1.pth").rename(newer / "train" / "epoch_7.pth")
+    assert picked(None) == newer
+    assert picked(later) == newer
+    folder(5, 2, 9, damaged=True)  # furthest, but its weights are incomplete
+    assert picked(later) == newer
+    (stored / "checkpoint_000006").mkdir()  # a copy that had not begun
+    assert picked(None) == newer
+
+
 # ------------------------------------------------------------------------------ optuna
 @pytest.mark.slow
 def test_sigkilled_optuna_search_resumed_at_once_continues_the_trial(tmp_path, tiny_det_root):
@@ -305,6 +346,70 @@ def test_ray_trial_whose_worker_is_killed_is_retried_from_its_last_epoch(tmp_pat
     study = search.load_study()
     assert [t.state.name for t in study.trials] == ["COMPLETE"]  # one trial, not two
     table_row("ray: the trial's worker SIGKILLed mid-epoch (Tune retry)", 0, 1, retrained)
+
+
+@pytest.mark.slow
+def test_ddp_trial_whose_driver_is_killed_is_retried_from_its_last_epoch(tmp_path,
+                                                                         tiny_det_root):
+    """The trial's own process (its Tune actor, the Train controller's owner) SIGKILLed
+    mid-epoch: its workers die with it, and the retry must get their CPUs back (the
+    worker group's placement group outlives a dead controller without a dashboard)."""
+    from nasdet.search.ray_driver import RaySearch
+    from nasdet.search.ray_trial import _progress
+
+    cfg = load_search_config(write_search(tmp_path, n_trials=1, max_failures=1))
+    work = tmp_path / "work"
+    search = RaySearch(cfg, work, data_root=tiny_det_root, cfg_options=FAST,
+                       max_concurrent=1, workers_per_trial=2, cpus_per_worker=1,
+                       out=(lines := io.StringIO()))
+    killed: dict[str, Any] = {}
+
+    def kill_the_trials_driver() -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            time.sleep(0.05)
+            for saved in (work / "ray_results" / "search").glob("*/checkpoint_*/train/*.pth"):
+                if _progress(saved.parents[1]) is None:  # still being copied
+                    continue
+                trial_dir = work / "trials" / saved.parents[2].name.removeprefix("trial_")
+                # The trial's actor and rank 0 write its log; the actor is not a worker.
+                drivers = [pid for pid in _holders(trial_dir / "trial.log")
+                           if b"RayTrainWorker" not in _cmdline(pid)]
+                if drivers:
+                    killed.update(pids=drivers, epoch=int(saved.stem.split("_")[1]),
+                                  trial_dir=trial_dir)
+                    for pid in drivers:
+                        os.kill(pid, signal.SIGKILL)
+                    return
+
+    killer = threading.Thread(target=kill_the_trials_driver, daemon=True)
+    killer.start()
+    grid = search.run()
+    killer.join(timeout=5)
+    assert killed, lines.getvalue()
+    assert grid.num_errors == 0 and "interrupted" in lines.getvalue(), lines.getvalue()
+    (row,) = search.rows()
+    assert row["state"] == "COMPLETE" and row["epochs"] == EPOCHS
+    runs = epochs_per_run(killed["trial_dir"] / "train")
+    assert len(runs) == 2, runs
+    # The retry continued from the complete stored checkpoint the kill came after, even
+    # when Tune had not registered it yet.
+    restored = runs[1][0] - 1
+    assert restored >= killed["epoch"], (runs, killed)
+    assert runs[1] == list(range(restored + 1, EPOCHS + 1)), runs
+    retrained = len(set(runs[0]) & set(runs[1]))
+    assert retrained <= 1, runs
+    ddp = json.loads((killed["trial_dir"] / "train" / "ddp.json").read_text())
+    assert ddp["world_size"] == 2
+    table_row("ray: a DDP trial's own process SIGKILLed mid-epoch (Tune retry)", 0, 1,
+              retrained)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 RAY_DRIVER = """

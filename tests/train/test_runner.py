@@ -61,6 +61,34 @@ def test_resume_continues_iterations_and_optimizer_state(trained, tiny_cfg):
     assert runner.iter == 2 * iters_per_epoch and runner.epoch == 2
 
 
+def test_resume_after_an_unvalidated_epoch_validates_it_first(trained, tiny_cfg):
+    """Killed after epoch 2's checkpoint but before its validation: the resumed run
+    validates epoch 2 (the same weights: the same metrics) before it trains epoch 3."""
+    import shutil
+
+    src = Path(trained[0].work_dir)
+    options = {"model.test_cfg.rcnn.score_thr": 0.0, "train_cfg.val_interval": 1}
+    cfg = tiny_cfg(epochs=3, **options)
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True)
+    for name in ("epoch_2.pth", "metrics.json"):
+        shutil.copy2(src / name, work / name)
+    record = json.loads((work / "metrics.json").read_text())
+    validated = {h["epoch"]: h["metrics"] for h in record["history"]}
+    assert 2 in validated
+    record["history"] = [h for h in record["history"] if h["epoch"] != 2]
+    (work / "metrics.json").write_text(json.dumps(record))
+    (work / "last_checkpoint").write_text(str(work / "epoch_2.pth"))
+    train(cfg, resume="auto")
+    history = json.loads((work / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history][-2:] == [2, 3]
+    assert history[-2]["metrics"] == pytest.approx(validated[2])
+    # A complete history is not validated again.
+    train(tiny_cfg(epochs=4, **options), resume="auto")
+    again = json.loads((work / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in again] == [h["epoch"] for h in history] + [4]
+
+
 def test_auto_resume_without_checkpoint_starts_fresh(tiny_cfg):
     runner = build_runner(tiny_cfg(epochs=1), resume="auto")
     assert not runner._resume and runner._load_from is None
