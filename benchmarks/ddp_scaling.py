@@ -122,7 +122,8 @@ def bench_ray_train(root: Path, tmp: Path, iters: int, batch: int) -> dict[str, 
     from nasdet.utils.ray_cluster import connect_ray
 
     out: dict[str, Any] = {}
-    started = connect_ray(None)
+    with output_to(tmp / "ray_init.log"):  # Ray's own start-up lines
+        started = connect_ray(None)
     try:
         for world in (1, 2):
             trial_dir = tmp / f"ray_w{world}"

@@ -4,7 +4,9 @@
 
 Replays (no training; see nasdet.benchmark.replay) random search, TPE, TPE with a proxy
 rung for each proxy, TPE with successive halving over epochs (Optuna's
-SuccessiveHalvingPruner, ASHA's rule) and proxy rung + successive halving, each
+SuccessiveHalvingPruner, ASHA's rule), proxy rung + successive halving and TPE with
+the ID-guided step (nasdet.benchmark.proposals; proposals outside the table go to its
+proposals.json, which the benchmark command trains as rows), each
 ``--repeats`` times with other seeds. Prints and writes (``<table>/replay/``):
 training seconds until an architecture of the table's top-5% target is trained, per
 strategy, as a ratio to random search with a 95% bootstrap interval; the regret
@@ -26,13 +28,21 @@ _STATE: dict = {}
 
 
 def _init(table: str, target_epoch: int, metric: str) -> None:
+    from nasdet.benchmark.proposals import table_proposals
     from nasdet.benchmark.replay import _space_path
     from nasdet.benchmark.table import load_benchmark
     from nasdet.space import SearchSpace
 
     bench = load_benchmark(table)
-    _STATE.update(bench=bench, space=SearchSpace.from_yaml(_space_path(bench)),
-                  target_epoch=target_epoch, metric=metric)
+    space = SearchSpace.from_yaml(_space_path(bench))
+    proposals = table_proposals(bench, space, target_epoch,
+                                cache=_proposals_cache(table, target_epoch))
+    _STATE.update(bench=bench, space=space, target_epoch=target_epoch, metric=metric,
+                  proposals=proposals)
+
+
+def _proposals_cache(table: str, epoch: int) -> Path:
+    return Path(table) / "replay" / f"id_proposals_epoch{epoch}.json"
 
 
 def _run(job):
@@ -40,15 +50,17 @@ def _run(job):
 
     strategy, seed = job
     t = replay(_STATE["bench"], strategy, target_epoch=_STATE["target_epoch"],
-               metric=_STATE["metric"], seed=seed, space=_STATE["space"])
-    return strategy.name, seed, t.seconds, t.best
+               metric=_STATE["metric"], seed=seed, space=_STATE["space"],
+               proposals=_STATE["proposals"])
+    return strategy.name, seed, t.seconds, t.best, t.missing
 
 
 def strategies(proxies: list[str], asha_proxy: str | None):
     from nasdet.benchmark.replay import Strategy
 
     out = [Strategy("random"), Strategy("tpe", sampler="tpe"),
-           Strategy("tpe+asha", sampler="tpe", pruner="asha")]
+           Strategy("tpe+asha", sampler="tpe", pruner="asha"),
+           Strategy("tpe+id_guided", sampler="tpe", id_guided=True)]
     out += [Strategy(f"tpe+rung:{p}", sampler="tpe", proxy=p) for p in proxies]
     if asha_proxy:
         out.append(Strategy(f"tpe+rung:{asha_proxy}+asha", sampler="tpe", proxy=asha_proxy,
@@ -74,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proxies", nargs="+",
                         help="proxies of the rungs (default: the 8 best by tau, ID ones included)")
     parser.add_argument("--top", type=float, default=0.05, help="top fraction to reach")
+    parser.add_argument("--no-proposals", action="store_true",
+                        help="do not add the ID-guided proposals outside the table to its "
+                             "proposals.json (the benchmark command trains those)")
     args = parser.parse_args(argv)
 
     import multiprocessing as mp
@@ -104,15 +119,20 @@ def main(argv: list[str] | None = None) -> int:
           f"top-{args.top:.0%} threshold {threshold:.3f}; {len(plan)} strategies x "
           f"{args.repeats} repeats", flush=True)
     initargs = (args.table, epoch, args.metric)
+    _init(*initargs)  # the ID-guided proposals, computed once and cached for the workers
     if args.workers > 1:
         with mp.get_context("fork").Pool(args.workers, _init, initargs) as pool:
             results = pool.map(_run, jobs, chunksize=4)
     else:
-        _init(*initargs)
         results = [_run(j) for j in jobs]
     traces: dict[str, list] = {}
-    for name, _, seconds, best in results:
+    missing: dict[str, list[int]] = {}
+    wanted: dict[str, int] = {}  # proposal key -> its source architecture
+    for name, _, seconds, best, lost in results:
         traces.setdefault(name, []).append((np.array(seconds), np.array(best)))
+        missing.setdefault(name, []).append(len(lost))
+        for source, key in lost:
+            wanted.setdefault(key, source)
 
     def reach(seconds, best):
         hit = np.nonzero(best >= threshold)[0]
@@ -125,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         r = np.array([reach(*t) for t in traces[s.name]])
         found = np.isfinite(r)
         entry = {"strategy": s.name, "repeats": len(r), "reached": int(found.sum()),
+                 "proposals_outside_table": float(np.mean(missing[s.name])),
                  "median_seconds": float(np.median(r)) if found.all() else math.inf,
                  "mean_seconds": float(r.mean()) if found.all() else math.inf}
         if found.all() and np.isfinite(random_reach).all():
@@ -158,18 +179,35 @@ def main(argv: list[str] | None = None) -> int:
              "training CPU seconds (one thread) plus each rung's proxy seconds. Ratio: mean "
              "seconds over random search's, 95% bootstrap interval over repeats.", "",
              f"![regret](regret_{args.metric}.png)", "",
-             "| strategy | reached | median s | mean s | ratio to random [95% CI] |",
-             "|---|---:|---:|---:|---|"]
+             "ID-guided: after each architecture trained to the target, its proposal "
+             "(widths proportional to its stages' ID at that epoch, at no more MACs) is the "
+             "next trial when the table holds it; proposals outside the table (mean per "
+             "repeat in the last column) are not trained in the replay: "
+             f"{len(wanted)} distinct ones, added to the table's proposals.json for the "
+             "benchmark command to train." if not args.no_proposals else
+             f"ID-guided: {len(wanted)} distinct proposals were outside the table.", "",
+             "| strategy | reached | median s | mean s | ratio to random [95% CI] | "
+             "proposals outside |",
+             "|---|---:|---:|---:|---|---:|"]
     for e in table:
         ci = e["ratio_ci"]
         lines.append(f"| {e['strategy']} | {e['reached']}/{e['repeats']} | "
                      f"{e['median_seconds']:.0f} | {e['mean_seconds']:.0f} | "
-                     f"{e['ratio_to_random']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] |")
+                     f"{e['ratio_to_random']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] | "
+                     f"{e['proposals_outside_table']:.1f} |")
     atomic_write_text(out / f"replay_{args.metric}.md", "\n".join(lines) + "\n")
     atomic_write_json(out / f"replay_{args.metric}.json", {
         "target_epoch": epoch, "threshold": threshold, "repeats": args.repeats,
         "strategies": table, "units": "seconds: training CPU seconds on one thread"})
-    print("\n".join(lines[7:]))
+    if wanted and not args.no_proposals:
+        from nasdet.benchmark.proposals import add_proposals
+
+        props = _STATE["proposals"]
+        added = add_proposals(args.table, [props[a] for a in dict.fromkeys(wanted.values())],
+                              num_archs=int(bench.meta.get("num_archs", len(rows))))
+        print(f"[replay] {len(added)} new ID-guided proposals in {args.table}/proposals.json: "
+              "the benchmark command trains them as rows")
+    print("\n".join(lines[8:]))
     print(f"[replay] {time.perf_counter() - start:.0f} s; written to {out}")
     return 0
 

@@ -2,7 +2,9 @@
 
 :func:`analyse` picks the target epoch from the test–retest τ of the architectures
 trained with two seeds (the first epoch at which a second training ranks the
-architectures with τ >= :data:`RETEST_GOAL`, else the last), then scores every
+architectures with τ >= :data:`RETEST_GOAL`, else the last; with fewer than
+:data:`MIN_PAIRS` pairs no epoch is chosen by it: a τ of a handful of pairs is noise,
+and the last epoch is used), then scores every
 candidate predictor of that target with :func:`nasdet.utils.stats.proxy_statistics`:
 
 * every proxy recorded at initialisation (``proxies`` of the rows);
@@ -29,6 +31,9 @@ from nasdet.utils.stats import proxy_statistics, rank_aggregate, test_retest
 
 #: Test–retest τ a target must reach to rank architectures reproducibly.
 RETEST_GOAL = 0.6
+#: Seed pairs below which the test–retest τ does not choose the target epoch (the
+#: benchmark's plan trains at least this many twice).
+MIN_PAIRS = 20
 #: Cost ceiling (fraction of training) of a proxy worth computing.
 COST_GOAL = 0.02
 #: Proxies built on the eigenspectrum's ID (for the goal check and the aggregates).
@@ -88,6 +93,7 @@ def analyse(bench: Benchmark, *, metric: str = "ap", n_resamples: int = 2000,
         A JSON-ready dict (``retest``, ``target_epoch``, ``target_reason``,
         ``predictors``, ``goal``, sizes and units).
     """
+    bench = bench.sampled()  # proposal rows are not of the random population
     epochs = bench.epochs
     pairs = bench.seed_pairs()
     retest = []
@@ -96,7 +102,11 @@ def analyse(bench: Benchmark, *, metric: str = "ap", n_resamples: int = 2000,
                         n_resamples=n_resamples, seed=seed)
         retest.append({"epoch": e, **r})
     reached = [r["epoch"] for r in retest if math.isfinite(r["tau"]) and r["tau"] >= RETEST_GOAL]
-    if reached:
+    if pairs and len(pairs) < MIN_PAIRS:
+        target_epoch = epochs
+        reason = (f"only {len(pairs)} seed pairs (fewer than {MIN_PAIRS}): their "
+                  "test-retest tau does not choose an epoch yet; the last epoch is used")
+    elif reached:
         target_epoch = reached[0]
         reason = (f"the first epoch whose test-retest tau reaches {RETEST_GOAL} "
                   f"({retest[target_epoch - 1]['tau']:.2f} over {len(pairs)} pairs)")
@@ -161,4 +171,4 @@ def report(directory: str | Path, *, metric: str = "ap", n_resamples: int = 2000
     result = analyse(bench, metric=metric, n_resamples=n_resamples)
     out = Path(directory) / "report"
     atomic_write_json(out / f"analysis_{metric}.json", result)
-    return write_benchmark_report(result, out, bench_rows=bench.first_seed())
+    return write_benchmark_report(result, out, bench_rows=bench.sampled().first_seed())

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nasdet.benchmark.proposals import read_proposals
 from nasdet.benchmark.table import FORMAT, assemble, row_name, write_row
 from nasdet.errors import NasdetError
 
@@ -254,8 +255,11 @@ def build_benchmark(plan: BenchmarkPlan, out_dir: str | Path, work_dir: str | Pa
     meta = {**plan.meta(), "space": str(Path(plan.space)), "format": FORMAT}
     if not meta_file.is_file():
         assemble(out_dir, meta)
-    archs = sample_architectures(space, plan.num_archs, plan.sample_seed)
-    jobs = plan.jobs()
+    archs = dict(enumerate(sample_architectures(space, plan.num_archs, plan.sample_seed)))
+    # ID-guided proposals a replay could not look up (proposals.json): after the plan's.
+    proposed = {int(p["arch_id"]): p for p in read_proposals(out_dir)}
+    archs.update({arch: dict(p["params"]) for arch, p in proposed.items()})
+    jobs = plan.jobs() + [(arch, plan.seed) for arch in sorted(proposed)]
     done = 0
     start = time.perf_counter()
     for arch, seed in jobs:
@@ -271,6 +275,10 @@ def build_benchmark(plan: BenchmarkPlan, out_dir: str | Path, work_dir: str | Pa
             try:
                 with output_to(job_dir / "job.log"):
                     row = run_job(space, arch, archs[arch], seed, plan, job_dir)
+                if arch in proposed:
+                    p = proposed[arch]
+                    row.update(origin=p["origin"], source_arch=p["source_arch"],
+                               source_seed=p["source_seed"], proposal_epoch=p["epoch"])
             except NasdetError:
                 raise
             except Exception as exc:

@@ -37,6 +37,8 @@ class Strategy:
         pruner: ``none`` or ``asha`` (Optuna's SuccessiveHalvingPruner over epochs).
         reduction_factor: The pruner's reduction factor.
         n_startup: Architectures trained in full before the rung or sampler model act.
+        id_guided: After each architecture trained to the target, try its ID-guided
+            proposal next (the search's ``id_guided`` step; ``replay(proposals=...)``).
     """
 
     name: str
@@ -46,6 +48,7 @@ class Strategy:
     pruner: str = "none"
     reduction_factor: int = 3
     n_startup: int = 5
+    id_guided: bool = False
 
 
 @dataclass
@@ -55,6 +58,8 @@ class Trace:
     seconds: list[float] = field(default_factory=list)
     best: list[float] = field(default_factory=list)
     trained: list[int] = field(default_factory=list)
+    #: ID-guided proposals (source arch_id, key) that are not in the table: not trained.
+    missing: list[tuple[int, str]] = field(default_factory=list)
 
 
 class _Encoder:
@@ -113,7 +118,7 @@ class TableObjective:
 
 def replay(bench: Benchmark, strategy: Strategy, *, target_epoch: int, rows=None,
            metric: str = "ap", n_trials: int | None = None, seed: int = 0,
-           space: Any = None) -> Trace:
+           space: Any = None, proposals: dict[int, dict[str, Any]] | None = None) -> Trace:
     """Replay ``strategy`` once over the table.
 
     Args:
@@ -126,6 +131,10 @@ def replay(bench: Benchmark, strategy: Strategy, *, target_epoch: int, rows=None
         seed: The sampler's seed (one replay = one seed).
         space: The table's :class:`~nasdet.space.SearchSpace` (default: loaded from
             the table's meta; pass it to replay many times without reloading).
+        proposals: ``{arch_id: {"key": ...}}``, each architecture's ID-guided proposal
+            (:func:`nasdet.benchmark.proposals.table_proposals`); needed by
+            ``id_guided`` strategies. A proposal in ``rows`` is the next trial; one that
+            is not lands in ``Trace.missing``.
 
     Returns:
         The :class:`Trace`.
@@ -146,14 +155,22 @@ def replay(bench: Benchmark, strategy: Strategy, *, target_epoch: int, rows=None
         min_resource=1, reduction_factor=strategy.reduction_factor)
         if strategy.pruner == "asha" else optuna.pruners.NopPruner())
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    if strategy.id_guided and proposals is None:
+        raise ValueError(f"strategy {strategy.name!r} is ID-guided: pass proposals")
+    by_key = {r["key"]: i for i, r in enumerate(rows)}
+    guided: list[int] = []  # proposals of the table waiting, as the search enqueues them
     taken: set[int] = set()
     scores: list[float] = []
     trace = Trace()
     spent, best = 0.0, -math.inf
     for _ in range(min(n_trials or len(rows), len(rows))):
-        proposal = study.ask()
-        index = objective.nearest(dict(space.suggest(proposal).params), taken)
-        study.tell(proposal, state=optuna.trial.TrialState.FAIL)
+        guided = [i for i in guided if i not in taken]
+        if guided:
+            index = guided.pop(0)
+        else:
+            proposal = study.ask()
+            index = objective.nearest(dict(space.suggest(proposal).params), taken)
+            study.tell(proposal, state=optuna.trial.TrialState.FAIL)
         taken.add(index)
         row = rows[index]
         study.enqueue_trial(dict(row["params"]), skip_if_exists=False)
@@ -186,6 +203,12 @@ def replay(bench: Benchmark, strategy: Strategy, *, target_epoch: int, rows=None
             value = float(row[metric][target_epoch - 1])
             best = max(best, value)
             trace.trained.append(int(row["arch_id"]))
+            key = ((proposals or {}).get(int(row["arch_id"])) or {}).get("key")
+            if strategy.id_guided and key is not None:
+                if key in by_key:
+                    guided.append(by_key[key])
+                else:
+                    trace.missing.append((int(row["arch_id"]), key))
         study.tell(trial, value if trained_full else None, state=state)
         trace.seconds.append(spent)
         trace.best.append(best)

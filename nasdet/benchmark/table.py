@@ -15,6 +15,8 @@ Row fields (units in :data:`UNITS`)::
     proxies{name: value}, proxy_seconds{name: s}, proxy_errors{name: why}
     id{layer: [ID after epoch 0 (init), 1, ..., epochs]}, id_per_width{...}, channels{layer}
     machine{cpu, torch_threads, torch}
+    origin, source_arch, source_seed, proposal_epoch   only on rows of ID-guided proposals
+                                      (``origin: id_guided``; the rest are sampled)
 
 Load it with :func:`load_benchmark`.
 """
@@ -77,6 +79,12 @@ class Benchmark:
     def epochs(self) -> int:
         """The shortest complete AP curve of the table (its usable budget)."""
         return min((len(r["ap"]) for r in self.rows), default=0)
+
+    def sampled(self) -> Benchmark:
+        """The table without its proposal rows (``origin`` other than ``sampled``, see
+        :mod:`nasdet.benchmark.proposals`): the random population statistics describe."""
+        return Benchmark([r for r in self.rows if r.get("origin", "sampled") == "sampled"],
+                         self.meta, self.path)
 
     def first_seed(self) -> list[dict[str, Any]]:
         """One row per architecture: the one with its lowest seed."""

@@ -29,7 +29,6 @@ interrupted (``KeyboardInterrupt``, ``SystemExit``, a kill): it may be retried.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -319,7 +318,7 @@ class TrialEvaluator:
             ``budget_cost``, ``cost_ratio``, ``scale``, ``saturated``, ``evaluations``
             (the file adds ``units``).
         """
-        from nasdet.space.derive_widths import propose_widths, read_stage_ids
+        from nasdet.space.derive_widths import propose_candidate, read_stage_ids
 
         guided = self.config.id_guided or {}
         trial_dir = Path(trial_dir).absolute()
@@ -337,13 +336,6 @@ class TrialEvaluator:
                  "cost": f"{metric} of the whole detector (count)",
                  "cost_ratio": "proposal's cost / source trial's cost",
                  "scale": "channels per ID dimension (w_i ~ scale * ID_i)"}
-
-        def cost_of(widths: Any) -> float:
-            params = {**candidate.params, **dim.params_of([int(w) for w in widths])}
-            other = space.candidate(params)
-            ok, _ = space.check_constraints(other)
-            return float(space.complexity(other)[metric]) if ok else math.inf
-
         try:
             if not all(p in candidate.params for p in dim.params):
                 raise NasdetError(f"the dimension {dim.name!r} is inactive for this candidate")
@@ -359,24 +351,11 @@ class TrialEvaluator:
             if channels != old:
                 raise NasdetError(f"the measured stages have {channels} channels, the "
                                   f"candidate's widths are {old}")
-            source_cost = float(space.complexity(candidate)[metric])
-            budget_cost = guided["budget"] * source_cost
-            record.update(source_cost=source_cost, budget_cost=budget_cost)
-            grids = [dim.stage_values_set(i) for i in range(len(old))]
-            narrowest = [min(g) for g in grids]
-            if math.isinf(cost_of(narrowest)):
-                _, why = space.check_constraints(space.candidate(
-                    {**candidate.params, **dim.params_of(narrowest)}))
-                raise NasdetError(f"even the narrowest widths {narrowest} break the space's "
-                                  f"constraints: {why}")
-            widths, scale, cost, saturated, evaluations = propose_widths(
-                ids, cost_of, budget_cost, grids)
-            params = {**candidate.params, **dim.params_of(list(widths))}
-            record.update(
-                widths=list(widths), params=params, key=space.candidate(params).key,
-                cost=cost, cost_ratio=cost / source_cost, scale=scale, saturated=saturated,
-                evaluations=evaluations)
-            if list(widths) == old:
+            source_cost = float(space.complexity(candidate)[metric])  # kept when none fits
+            record.update(source_cost=source_cost, budget_cost=guided["budget"] * source_cost)
+            record.update(propose_candidate(space, candidate, dim.name, ids, metric=metric,
+                                            budget=guided["budget"]))
+            if record["widths"] == old:
                 record["reason"] = "the ID-proportional widths are the candidate's own"
             else:
                 record["proposed"] = True

@@ -329,7 +329,8 @@ def _progress(folder: Path) -> tuple[int, int] | None:
     """
     import zipfile
 
-    record = _read_json(folder / "metrics.json")
+    # No metrics.json yet: a checkpoint of the trial's first stage (none done).
+    record = _read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
     weights = sorted((folder / "train").glob("*.pth")) if (folder / "train").is_dir() else []
     if not isinstance(record, dict) or len(weights) != 1:
         return None

@@ -349,3 +349,62 @@ def derive_config(
         scale=scale, metric=metric, budget=float(budget), original_cost=original_cost,
         cost=new_cost, saturated=saturated, evaluations=evaluations)
     return _with_widths(cfg, layout, widths), proposal
+
+
+def propose_candidate(space: Any, candidate: Any, dimension: str, ids: Sequence[float], *,
+                      metric: str = "macs", budget: float = 1.0) -> dict[str, Any]:
+    """A space candidate with the ``dimension`` widths proportional to its stages' ``ids``.
+
+    The rule of :func:`propose_widths` on the dimension's per-stage values; the cost of a
+    width tuple is the space's complexity (``metric``) of the candidate with those widths,
+    infinite where the space's constraints reject it; the budget is ``budget`` x the
+    candidate's own cost. The ID-guided search step and the benchmark's replay of it use
+    this one function.
+
+    Args:
+        space: The :class:`~nasdet.space.SearchSpace`.
+        candidate: The measured candidate.
+        dimension: The space's width dimension (one value per backbone stage).
+        ids: Stage IDs of the trained candidate, in stage order.
+        metric: ``macs`` or ``params``.
+        budget: Fraction of the candidate's cost the proposal may use.
+
+    Returns:
+        ``params`` (the proposed candidate's), ``key``, ``old_widths``, ``widths``,
+        ``source_cost``, ``budget_cost``, ``cost``, ``cost_ratio``, ``scale``,
+        ``saturated``, ``evaluations``; ``widths == old_widths`` when the rule keeps them.
+
+    Raises:
+        NasdetError: the dimension is inactive for the candidate, the IDs do not match
+            its stages, or even the narrowest widths break the space's constraints.
+    """
+    dim = next((d for d in space.dimensions if d.name == dimension), None)
+    if dim is None:
+        raise NasdetError(f"the space has no dimension {dimension!r}", key="dimension")
+    if not all(p in candidate.params for p in dim.params):
+        raise NasdetError(f"the dimension {dim.name!r} is inactive for this candidate")
+    old = [int(candidate.params[p]) for p in dim.params]
+    if len(ids) != len(old):
+        raise NasdetError(f"{len(ids)} stage IDs for the {len(old)} stages of {dim.name!r}")
+
+    def cost_of(widths: Any) -> float:
+        other = space.candidate({**candidate.params, **dim.params_of([int(w) for w in widths])})
+        ok, _ = space.check_constraints(other)
+        return float(space.complexity(other)[metric]) if ok else math.inf
+
+    source_cost = float(space.complexity(candidate)[metric])
+    budget_cost = budget * source_cost
+    grids = [dim.stage_values_set(i) for i in range(len(old))]
+    narrowest = [min(g) for g in grids]
+    if math.isinf(cost_of(narrowest)):
+        _, why = space.check_constraints(space.candidate(
+            {**candidate.params, **dim.params_of(narrowest)}))
+        raise NasdetError(f"even the narrowest widths {narrowest} break the space's "
+                          f"constraints: {why}")
+    widths, scale, cost, saturated, evaluations = propose_widths(ids, cost_of, budget_cost,
+                                                                 grids)
+    params = {**candidate.params, **dim.params_of(list(widths))}
+    return {"params": params, "key": space.candidate(params).key, "old_widths": old,
+            "widths": list(widths), "source_cost": source_cost, "budget_cost": budget_cost,
+            "cost": cost, "cost_ratio": cost / source_cost, "scale": scale,
+            "saturated": saturated, "evaluations": evaluations}

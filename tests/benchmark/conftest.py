@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 SPACE = REPO / "search_spaces" / "tiny_synth_arch.yaml"
 
 
-def make_rows(num_archs: int = 40, pairs: int = 12, epochs: int = 6, noise: float = 0.01,
+def make_rows(num_archs: int = 40, pairs: int = 20, epochs: int = 6, noise: float = 0.01,
               seed: int = 0) -> list[dict]:
     """Rows whose final AP grows with log #params, plus seed noise; curves rise to it.
 

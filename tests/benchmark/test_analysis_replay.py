@@ -26,6 +26,19 @@ def test_analysis_ranks_an_oracle_first_and_an_anti_proxy_last(synthetic_table):
     assert "oracle" not in result["goal"]["passing"]  # not an ID proxy
 
 
+def test_a_handful_of_seed_pairs_does_not_choose_the_target_epoch(synthetic_table):
+    from nasdet.benchmark.analysis import MIN_PAIRS
+
+    bench = load_benchmark(synthetic_table)
+    pairs = bench.seed_pairs()
+    assert len(pairs) == MIN_PAIRS
+    drop = {(b["arch_id"], b["seed"]) for _, b in pairs[1:]}  # one pair left
+    bench.rows = [r for r in bench.rows if (r["arch_id"], r["seed"]) not in drop]
+    result = analyse(bench, n_resamples=100)
+    assert result["seed_pairs"] == 1 and result["target_epoch"] == bench.epochs == 6
+    assert f"fewer than {MIN_PAIRS}" in result["target_reason"]
+
+
 def test_report_writes_markdown_and_plots(synthetic_table):
     path = report(synthetic_table, n_resamples=200)
     text = path.read_text()

@@ -17,7 +17,7 @@ def test_rows_csv_and_json_agree(synthetic_table):
     bench = load_benchmark(synthetic_table)
     again = load_benchmark(synthetic_table / "table.json")
     assert [r["key"] for r in bench.rows] == [r["key"] for r in again.rows]
-    assert len(bench.rows) == 40 + 12 and bench.epochs == 6
+    assert len(bench.rows) == 40 + 20 and bench.epochs == 6
     with open(synthetic_table / "table.csv") as f:
         lines = list(csv.DictReader(f))
     assert len(lines) == len(bench.rows)
@@ -31,7 +31,7 @@ def test_rows_csv_and_json_agree(synthetic_table):
 def test_pairs_first_seed_and_target(synthetic_table):
     bench = load_benchmark(synthetic_table)
     pairs = bench.seed_pairs()
-    assert len(pairs) == 12
+    assert len(pairs) == 20
     assert all(a["arch_id"] == b["arch_id"] and (a["seed"], b["seed"]) == (0, 1)
                for a, b in pairs)
     first = bench.first_seed()

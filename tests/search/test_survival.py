@@ -224,6 +224,13 @@ def test_newest_checkpoint_finds_a_stored_one_tune_never_registered(tmp_path):
     assert picked(later) == newer
     (stored / "checkpoint_000006").mkdir()  # a copy that had not begun
     assert picked(None) == newer
+    # A checkpoint of the first stage (no stage done: no metrics.json yet) counts.
+    first_stage = tmp_path / "first_stage"
+    stored = first_stage
+    (folder(0, 0, 2) / "metrics.json").unlink()
+    assert picked(None) == first_stage / "checkpoint_000000"
+    (first_stage / "checkpoint_000000" / "metrics.json").write_text("{damaged")
+    assert picked(None) is None
 
 
 # ------------------------------------------------------------------------------ optuna
@@ -270,11 +277,13 @@ def test_sigkilled_optuna_search_resumed_at_once_continues_the_trial(tmp_path, t
     assert runs[1] == list(range(resumed_from + 1, EPOCHS + 1))
     retrained = len(set(runs[0]) & set(runs[1]))
     assert retrained == len([e for e in first_run if e > resumed_from]) <= 1
-    # Every epoch is a step of the retried trial: the killed run's, then its own.
+    # Every epoch is a step of the retried trial: the killed run's, then its own (an epoch
+    # checkpointed but cut off before its validation is validated first on resume).
     history = json.loads((train / "metrics.json").read_text())["history"]
-    assert set(retry.intermediate_values) >= set(range(resumed_from + 1, EPOCHS + 1))
+    assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
+    assert set(retry.intermediate_values) == set(range(1, EPOCHS + 1))
     assert retry.intermediate_values[EPOCHS] == history[-1]["metrics"]["coco/bbox_mAP_50"]
-    assert {k: v for k, v in retry.intermediate_values.items() if k <= resumed_from} == \
+    assert {k: retry.intermediate_values[k] for k in killed.intermediate_values} == \
         killed.intermediate_values
     assert not list(train.glob("*.pth"))  # the trial ended: checkpoints removed
     table_row("optuna: driver SIGKILLed mid-epoch, `--resume` at once", 0, 2, retrained)
