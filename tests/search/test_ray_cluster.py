@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -274,6 +275,19 @@ def test_ddp_trial_spreads_its_workers_over_both_nodes(cluster, tmp_path, tiny_d
     assert len(cluster.node_ids) == 2
 
 
+def _run_until(search: RaySearch, ready: Any) -> tuple[threading.Thread, dict]:
+    """Start ``search.run()`` in a thread and wait (up to 240 s) until ``ready()``; the
+    thread and where its result (``grid``) lands. The search must still be running."""
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(grid=search.run()))
+    thread.start()
+    deadline = time.time() + 240
+    while time.time() < deadline and thread.is_alive() and not ready():
+        time.sleep(0.2)
+    assert thread.is_alive(), outcome
+    return thread, outcome
+
+
 def test_ddp_trial_survives_losing_a_workers_node(tmp_path, tiny_det_root):
     from ray.tune import ExperimentAnalysis
 
@@ -290,16 +304,9 @@ def test_ddp_trial_survives_losing_a_workers_node(tmp_path, tiny_det_root):
         search = RaySearch(cfg, work, address=c.address, data_root=tiny_det_root,
                            cfg_options=FAST, workers_per_trial=2, cpus_per_worker=1,
                            placement_strategy="SPREAD")
-        outcome: dict = {}
-        thread = threading.Thread(target=lambda: outcome.update(grid=search.run()))
-        thread.start()
-        deadline = time.time() + 240
         checkpoints = work / "ray_results" / "search"
-        while time.time() < deadline and thread.is_alive():
-            if list(checkpoints.glob("*/checkpoint_*")):  # epoch 1 is in Tune's storage
-                break
-            time.sleep(0.2)
-        assert thread.is_alive(), outcome
+        # Epoch 1 is in Tune's storage (the trial's driver, on the head, survives).
+        thread, outcome = _run_until(search, lambda: list(checkpoints.glob("*/checkpoint_*")))
         c.kill_node(1)  # the second node and its worker, mid-trial
         thread.join(timeout=400)
         assert not thread.is_alive()
@@ -343,17 +350,10 @@ def test_trial_survives_losing_the_node_of_its_own_driver(workers, tmp_path, tin
     with local_cluster(head_cpus=0, head_memory=DRIVER_MEMORY // 2, node2_cpus=2) as c:
         search = RaySearch(cfg, work, address=c.address, data_root=tiny_det_root,
                            cfg_options=FAST, workers_per_trial=workers, cpus_per_worker=1)
-        outcome: dict = {}
-        thread = threading.Thread(target=lambda: outcome.update(grid=search.run()))
-        thread.start()
-        deadline = time.time() + 240
         checkpoints = work / "ray_results" / "search"
-        while time.time() < deadline and thread.is_alive():
-            # Epoch 1 is in Tune's storage, whole (a copy cut off by the loss is not used).
-            if any(_progress(f) is not None for f in checkpoints.glob("*/checkpoint_*")):
-                break
-            time.sleep(0.2)
-        assert thread.is_alive(), outcome
+        # Epoch 1 is in Tune's storage, whole (a copy cut off by the loss is not used).
+        thread, outcome = _run_until(search, lambda: any(
+            _progress(f) is not None for f in checkpoints.glob("*/checkpoint_*")))
         lost = c.node_ids
         c.kill_node(1)  # the second node: the trial's driver and its workers
         c.start_node(head=False, cpus=2, name="node3")

@@ -305,34 +305,29 @@ def _holders(path: Path) -> list[int]:
     return pids
 
 
-@pytest.mark.slow
-def test_ray_trial_whose_worker_is_killed_is_retried_from_its_last_epoch(tmp_path,
-                                                                          tiny_det_root):
-    from nasdet.search.ray_driver import RaySearch
-
-    cfg = load_search_config(write_search(tmp_path, n_trials=1, max_failures=1))
-    work = tmp_path / "work"
-    search = RaySearch(cfg, work, data_root=tiny_det_root, cfg_options=FAST,
-                       max_concurrent=1, out=(lines := io.StringIO()))
+def _run_with_a_kill(search: Any, work: Path, lines: io.StringIO,
+                     pick: Any) -> tuple[dict[str, Any], list[list[int]]]:
+    """Run a one-trial Ray search; once a Tune checkpoint is stored, SIGKILL the pids
+    ``pick(checkpoint file, trial dir)`` names (none: wait). After the checks every such
+    case shares (a kill, the trial retried and complete), what was killed and the epochs
+    each run of its train dir trained."""
     killed: dict[str, Any] = {}
 
-    def kill_the_worker() -> None:
-        # Tune registers a checkpoint only after the report that carried it: once epoch
-        # 2's is in its storage, epoch 1's is registered for sure.
+    def kill() -> None:
         deadline = time.time() + 300
         while time.time() < deadline:
             time.sleep(0.05)
             for saved in (work / "ray_results" / "search").glob("*/checkpoint_*/train/*.pth"):
-                epoch = int(saved.stem.split("_")[1])
                 trial_dir = work / "trials" / saved.parents[2].name.removeprefix("trial_")
-                pids = _holders(trial_dir / "trial.log")
-                if epoch >= 2 and pids:
-                    killed.update(pids=pids, epoch=epoch, trial_dir=trial_dir)
+                pids = pick(saved, trial_dir)
+                if pids:
+                    killed.update(pids=pids, epoch=int(saved.stem.split("_")[1]),
+                                  trial_dir=trial_dir)
                     for pid in pids:
                         os.kill(pid, signal.SIGKILL)
                     return
 
-    killer = threading.Thread(target=kill_the_worker, daemon=True)
+    killer = threading.Thread(target=kill, daemon=True)
     killer.start()
     grid = search.run()
     killer.join(timeout=5)
@@ -342,8 +337,26 @@ def test_ray_trial_whose_worker_is_killed_is_retried_from_its_last_epoch(tmp_pat
     assert row["state"] == "COMPLETE" and row["epochs"] == EPOCHS
     runs = epochs_per_run(killed["trial_dir"] / "train")
     assert len(runs) == 2, runs
-    # The retried run trained only the epochs after the Tune checkpoint it restored
-    # (epoch 2's, or epoch 1's if the kill came before Tune registered epoch 2's).
+    return killed, runs
+
+
+@pytest.mark.slow
+def test_ray_trial_whose_worker_is_killed_is_retried_from_its_last_epoch(tmp_path,
+                                                                          tiny_det_root):
+    from nasdet.search.ray_driver import RaySearch
+
+    cfg = load_search_config(write_search(tmp_path, n_trials=1, max_failures=1))
+    work = tmp_path / "work"
+    search = RaySearch(cfg, work, data_root=tiny_det_root, cfg_options=FAST,
+                       max_concurrent=1, out=(lines := io.StringIO()))
+
+    def after_epoch_2(saved: Path, trial_dir: Path) -> list[int]:
+        # Once epoch 2's checkpoint is in Tune's storage, epoch 1's is complete there.
+        return _holders(trial_dir / "trial.log") if int(saved.stem.split("_")[1]) >= 2 else []
+
+    killed, runs = _run_with_a_kill(search, work, lines, after_epoch_2)
+    # The retried run trained only the epochs after the checkpoint it restored (epoch
+    # 2's, or epoch 1's if the kill cut epoch 2's copy into Tune's storage short).
     restored = runs[1][0] - 1
     assert killed["epoch"] - 1 <= restored <= killed["epoch"], (runs, killed)
     assert runs[1] == list(range(restored + 1, EPOCHS + 1)), runs
@@ -371,36 +384,15 @@ def test_ddp_trial_whose_driver_is_killed_is_retried_from_its_last_epoch(tmp_pat
     search = RaySearch(cfg, work, data_root=tiny_det_root, cfg_options=FAST,
                        max_concurrent=1, workers_per_trial=2, cpus_per_worker=1,
                        out=(lines := io.StringIO()))
-    killed: dict[str, Any] = {}
 
-    def kill_the_trials_driver() -> None:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            time.sleep(0.05)
-            for saved in (work / "ray_results" / "search").glob("*/checkpoint_*/train/*.pth"):
-                if _progress(saved.parents[1]) is None:  # still being copied
-                    continue
-                trial_dir = work / "trials" / saved.parents[2].name.removeprefix("trial_")
-                # The trial's actor and rank 0 write its log; the actor is not a worker.
-                drivers = [pid for pid in _holders(trial_dir / "trial.log")
-                           if b"RayTrainWorker" not in _cmdline(pid)]
-                if drivers:
-                    killed.update(pids=drivers, epoch=int(saved.stem.split("_")[1]),
-                                  trial_dir=trial_dir)
-                    for pid in drivers:
-                        os.kill(pid, signal.SIGKILL)
-                    return
+    def the_trials_driver(saved: Path, trial_dir: Path) -> list[int]:
+        if _progress(saved.parents[1]) is None:  # still being copied
+            return []
+        # The trial's actor and rank 0 write its log; the actor is not a worker.
+        return [pid for pid in _holders(trial_dir / "trial.log")
+                if b"RayTrainWorker" not in _cmdline(pid)]
 
-    killer = threading.Thread(target=kill_the_trials_driver, daemon=True)
-    killer.start()
-    grid = search.run()
-    killer.join(timeout=5)
-    assert killed, lines.getvalue()
-    assert grid.num_errors == 0 and "interrupted" in lines.getvalue(), lines.getvalue()
-    (row,) = search.rows()
-    assert row["state"] == "COMPLETE" and row["epochs"] == EPOCHS
-    runs = epochs_per_run(killed["trial_dir"] / "train")
-    assert len(runs) == 2, runs
+    killed, runs = _run_with_a_kill(search, work, lines, the_trials_driver)
     # The retry continued from the complete stored checkpoint the kill came after, even
     # when Tune had not registered it yet.
     restored = runs[1][0] - 1
