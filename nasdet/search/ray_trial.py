@@ -174,7 +174,7 @@ def run_trial(spec: TrialSpec, params: dict[str, Any]) -> None:
     # Tune retries or restores the trial (or restarts it, not knowing a stored checkpoint).
     stored = getattr(spec, "experiment_dir", None)  # older pickled specs
     checkpoint = newest_checkpoint(tune.get_checkpoint(),
-                                   stored / f"trial_{trial_id}" if stored else None)
+                                   stored / tune_trial_folder(trial_id) if stored else None)
     if checkpoint is not None:
         restore_checkpoint(checkpoint, trial_dir)
     else:
@@ -246,8 +246,8 @@ def trial_checkpoint(trial_dir: Path, saved: Path | None) -> Iterator[tune.Check
 
     Holds the trial directory's files (``params.json``, ``metrics.json`` with the stages
     done, ``candidate.py``, ``spectrum.json``, ...; not ``trial.log`` nor the worker
-    group's note) and under
-    ``train/`` the epoch checkpoint ``saved`` with the run's ``metrics.json`` history.
+    group's note) and under ``train/`` the epoch checkpoint ``saved`` with the run's
+    ``metrics.json`` history.
     Built of hard links (copies across file systems) in a temporary folder of the trial
     directory, removed once Tune has copied it into the experiment's storage.
     """
@@ -296,6 +296,12 @@ def restore_checkpoint(checkpoint: tune.Checkpoint, trial_dir: Path) -> int:
             (train / "last_checkpoint").write_text(str(train / saved[-1].name))
     params = _read_json(trial_dir / "params.json")
     return recorded_stages(trial_dir, params)[0] if isinstance(params, dict) else 0
+
+
+def tune_trial_folder(trial_id: str) -> str:
+    """Tune's own folder of a trial in the experiment's storage (parameters stay in
+    params.json): ``trial_<id>``."""
+    return f"trial_{trial_id}"
 
 
 def newest_checkpoint(registered: tune.Checkpoint | None,

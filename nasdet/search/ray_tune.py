@@ -29,7 +29,7 @@ from nasdet.search.config import SearchConfig
 from nasdet.search.evaluator import (
     read_id_proposal,
 )
-from nasdet.search.ray_trial import BOOKKEEPING_KEYS, TUNE_KEYS, say
+from nasdet.search.ray_trial import BOOKKEEPING_KEYS, TUNE_KEYS, say, tune_trial_folder
 from nasdet.search.trials import (
     ENDED_AT_ATTR,
     ENQUEUED_ATTR,
@@ -219,8 +219,8 @@ class EpochASHAScheduler(ASHAScheduler):
 
 
 def trial_dirname(trial: Any) -> str:
-    """Tune's own directory of a trial: ``trial_<id>`` (parameters stay in params.json)."""
-    return f"trial_{trial.trial_id}"
+    """Tune's own directory of a trial (:func:`~nasdet.search.ray_trial.tune_trial_folder`)."""
+    return tune_trial_folder(trial.trial_id)
 
 
 class ProgressLines(Callback):
