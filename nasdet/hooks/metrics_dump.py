@@ -111,8 +111,10 @@ class MetricsDumpHook(Hook):
         })
 
     def _dump(self, runner, split: str, metrics: dict | None) -> None:
-        if not metrics:
+        if metrics is None:
             return
+        # An evaluation without a single detection gives {} (mmdet's CocoMetric): it is
+        # recorded as it is, so the epoch is in the history and the last metrics are its.
         self.last[split] = {k: float(v) for k, v in metrics.items()}
         if split == "val":
             entry = {"epoch": runner.epoch, "iter": runner.iter, "metrics": self.last[split]}
