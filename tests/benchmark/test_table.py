@@ -57,7 +57,7 @@ def test_plan_interleaves_repeats_and_covers_every_job():
     plan = BenchmarkPlan(space=str(SPACE), num_archs=10, repeats=4)
     jobs = plan.jobs()
     assert len(jobs) == len(set(jobs)) == 14
-    assert jobs[:6] == [(0, 0), (1, 0), (2, 0), (3, 0), (0, 1), (4, 0)]
+    assert jobs[:7] == [(0, 0), (1, 0), (0, 1), (2, 0), (3, 0), (1, 1), (4, 0)]
     assert {a for a, s in jobs if s == 1} == {0, 1, 2, 3}
 
 
