@@ -346,6 +346,8 @@ def rescore(plan: BenchmarkPlan, out_dir: str | Path, work_dir: str | Path, *,
             done += 1
             log(f"[benchmark] {name}: scored {len(missing)} proxies "
                 f"({sum(scored['proxy_seconds'].values()):.1f} s)")
+    if done:
+        assemble(out_dir)  # table.json / table.csv carry the new scores too
     return done
 
 

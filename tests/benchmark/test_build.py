@@ -62,6 +62,8 @@ def test_a_job_resumed_mid_training_records_every_epoch_once(tmp_path, tiny_det_
     assert rescore(plan, out, work, names=["params", "id_mean"], log=lines.append) == 1
     (row,) = load_benchmark(out).rows
     assert set(row["proxies"]) == {"params", "id_mean"} and row["proxies"]["params"] > 1e6
+    (tabled,) = load_benchmark(out / "table.json").rows  # the assembled table has them too
+    assert tabled["proxies"] == row["proxies"]
     assert rescore(plan, out, work, names=["params"], log=lines.append) == 0
 
     # An ID-guided proposal outside the table becomes a job of its own, then a row.
