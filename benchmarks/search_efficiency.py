@@ -68,12 +68,18 @@ def strategies(proxies: list[str], asha_proxy: str | None):
     return out
 
 
-def _boot_ratio(a: np.ndarray, b: np.ndarray, rng, n: int = 2000) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of mean(a) / mean(b), a and b resampled apart."""
+def _boot_ratio(a: np.ndarray, b: np.ndarray, rng, n: int = 2000,
+                stat=np.mean) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of stat(a) / stat(b), a and b resampled apart.
+
+    A repeat that never reached the goal is ``inf``: the median stays finite while
+    more than half did, so the interval's ends are order statistics, not interpolated.
+    """
     ia = rng.integers(0, len(a), (n, len(a)))
     ib = rng.integers(0, len(b), (n, len(b)))
-    r = a[ia].mean(1) / b[ib].mean(1)
-    return float(np.quantile(r, 0.025)), float(np.quantile(r, 0.975))
+    r = stat(a[ia], axis=1) / stat(b[ib], axis=1)
+    return (float(np.quantile(r, 0.025, method="lower")),
+            float(np.quantile(r, 0.975, method="higher")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,8 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         found = np.isfinite(r)
         entry = {"strategy": s.name, "repeats": len(r), "reached": int(found.sum()),
                  "proposals_outside_table": float(np.mean(missing[s.name])),
-                 "median_seconds": float(np.median(r)) if found.all() else math.inf,
+                 # inf while half the repeats or more never reached it
+                 "median_seconds": float(np.sort(r)[(len(r) - 1) // 2]),
                  "mean_seconds": float(r.mean()) if found.all() else math.inf}
+        median_random = float(np.sort(random_reach)[(len(random_reach) - 1) // 2])
+        entry["median_ratio_to_random"] = entry["median_seconds"] / median_random
+        entry["median_ratio_ci"] = list(_boot_ratio(r, random_reach, rng, stat=_median))
         if found.all() and np.isfinite(random_reach).all():
             entry["ratio_to_random"] = entry["mean_seconds"] / float(random_reach.mean())
             entry["ratio_ci"] = list(_boot_ratio(r, random_reach, rng))
@@ -177,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
              f"(seeds 0-{args.repeats - 1}); goal: train an architecture of the top "
              f"{args.top:.0%} ({args.metric.upper()} >= {threshold:.3f}); costs are the table's "
              "training CPU seconds (one thread) plus each rung's proxy seconds. Ratio: mean "
-             "seconds over random search's, 95% bootstrap interval over repeats.", "",
+             "seconds over random search's (where every repeat reached the goal); median "
+             "ratio: the medians' (finite while more than half did); 95% bootstrap "
+             "intervals over repeats.", "",
              f"![regret](regret_{args.metric}.png)", "",
              "ID-guided: after each architecture trained to the target, its proposal "
              "(widths proportional to its stages' ID at that epoch, at no more MACs) is the "
@@ -187,13 +199,14 @@ def main(argv: list[str] | None = None) -> int:
              "benchmark command to train." if not args.no_proposals else
              f"ID-guided: {len(wanted)} distinct proposals were outside the table.", "",
              "| strategy | reached | median s | mean s | ratio to random [95% CI] | "
-             "proposals outside |",
-             "|---|---:|---:|---:|---|---:|"]
+             "median ratio [95% CI] | proposals outside |",
+             "|---|---:|---:|---:|---|---|---:|"]
     for e in table:
-        ci = e["ratio_ci"]
+        ci, mci = e["ratio_ci"], e["median_ratio_ci"]
         lines.append(f"| {e['strategy']} | {e['reached']}/{e['repeats']} | "
                      f"{e['median_seconds']:.0f} | {e['mean_seconds']:.0f} | "
                      f"{e['ratio_to_random']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] | "
+                     f"{e['median_ratio_to_random']:.2f} [{mci[0]:.2f}, {mci[1]:.2f}] | "
                      f"{e['proposals_outside_table']:.1f} |")
     atomic_write_text(out / f"replay_{args.metric}.md", "\n".join(lines) + "\n")
     atomic_write_json(out / f"replay_{args.metric}.json", {
@@ -205,11 +218,17 @@ def main(argv: list[str] | None = None) -> int:
         props = _STATE["proposals"]
         added = add_proposals(args.table, [props[a] for a in dict.fromkeys(wanted.values())],
                               num_archs=int(bench.meta.get("num_archs", len(rows))))
-        print(f"[replay] {len(added)} new ID-guided proposals in {args.table}/proposals.json: "
-              "the benchmark command trains them as rows")
+        if added:
+            print(f"[replay] {len(added)} new ID-guided proposals in {args.table}/proposals.json: "
+                  "the benchmark command trains them as rows")
     print("\n".join(lines[8:]))
     print(f"[replay] {time.perf_counter() - start:.0f} s; written to {out}")
     return 0
+
+
+def _median(x: np.ndarray, axis: int) -> np.ndarray:
+    """The lower median: never an interpolation with a repeat that did not reach (inf)."""
+    return np.sort(x, axis=axis).take((x.shape[axis] - 1) // 2, axis=axis)
 
 
 def _trace(t):
