@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rng = np.random.default_rng(0)
     random_reach = np.array([reach(*t) for t in traces["random"]])
+    median_random = float(_median(random_reach, 0))
     table = []
     for s in plan:
         r = np.array([reach(*t) for t in traces[s.name]])
@@ -153,9 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         entry = {"strategy": s.name, "repeats": len(r), "reached": int(found.sum()),
                  "proposals_outside_table": float(np.mean(missing[s.name])),
                  # inf while half the repeats or more never reached it
-                 "median_seconds": float(np.sort(r)[(len(r) - 1) // 2]),
+                 "median_seconds": float(_median(r, 0)),
                  "mean_seconds": float(r.mean()) if found.all() else math.inf}
-        median_random = float(np.sort(random_reach)[(len(random_reach) - 1) // 2])
         entry["median_ratio_to_random"] = entry["median_seconds"] / median_random
         entry["median_ratio_ci"] = list(_boot_ratio(r, random_reach, rng, stat=_median))
         if found.all() and np.isfinite(random_reach).all():
