@@ -120,6 +120,14 @@ def analyse(bench: Benchmark, *, metric: str = "ap", n_resamples: int = 2000,
     rows = bench.first_seed()
     target = bench.target(rows, metric, target_epoch)
     ceiling = retest[target_epoch - 1] if retest else None
+    # The same runs ranked one epoch apart: near 1 while the test-retest tau is low says
+    # the noise is the training seed's, not the evaluation's (more validation images or
+    # averaging epochs would not raise the ceiling; more seeds or epochs would).
+    stability = None
+    if target_epoch > 1:
+        stability = {"epochs": [target_epoch - 1, target_epoch], **test_retest(
+            [r[metric][target_epoch - 2] for r in rows], target,
+            n_resamples=n_resamples, seed=seed)}
     n_params = [float(r["n_params"]) for r in rows]
     macs = [float(r["macs"]) for r in rows]
     train_cost = np.array([float(sum(r["epoch_cpu_seconds"][:target_epoch])) for r in rows])
@@ -135,7 +143,7 @@ def analyse(bench: Benchmark, *, metric: str = "ap", n_resamples: int = 2000,
     goal = _goal(results)
     return {"metric": metric, "epochs": epochs, "architectures": len(rows),
             "rows": len(bench.rows), "seed_pairs": len(pairs), "retest": retest,
-            "target_epoch": target_epoch, "target_reason": reason,
+            "target_epoch": target_epoch, "target_reason": reason, "stability": stability,
             "target_range": [float(min(target)), float(max(target))] if target else None,
             "predictors": results, "goal": goal, "meta": bench.meta,
             "units": {"tau": "Kendall tau-b", "rho": "Spearman rho",

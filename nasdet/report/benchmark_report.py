@@ -101,6 +101,13 @@ def write_benchmark_report(result: dict[str, Any], out_dir: str | Path, *,
               "| epoch | tau | 95% CI | pairs |", "|---:|---:|---|---:|"]
     for r in result["retest"]:
         lines.append(f"| {r['epoch']} | {_num(r['tau'], '.2f')} | {_ci(r['tau_ci'])} | {r['n']} |")
+    stab = result.get("stability")
+    if stab:
+        lines += ["", f"Within one run, the ranking of the {stab['n']} architectures after "
+                  f"epochs {stab['epochs'][0]} and {stab['epochs'][1]} agrees at tau "
+                  f"{_num(stab['tau'], '.2f')} {_ci(stab['tau_ci'])}: where that is far above "
+                  "the test-retest tau, the noise is the training seed's, not the "
+                  "evaluation's."]
     lines += ["", f"## Predictors against {metric.upper()} at epoch {result['target_epoch']}", "",
               "Intervals: 95% BCa bootstrap over architectures; delta tau is paired (the same "
               "resamples for the predictor and #params / MACs); partial tau is given log "

@@ -17,6 +17,7 @@ def test_analysis_ranks_an_oracle_first_and_an_anti_proxy_last(synthetic_table):
     preds = result["predictors"]
     # Seed noise 0.01 on qualities spread over 0.1-0.4: the ranking reproduces at once.
     assert result["target_epoch"] == 1 and result["retest"][0]["tau"] > 0.6
+    assert result["stability"] is None  # no epoch before the first to compare with
     assert preds["oracle"]["tau"] > 0.8 and preds["oracle"]["delta_tau_params_ci"][0] > 0
     assert preds["anti"]["tau"] < -0.8
     assert abs(preds["random"]["tau"]) < 0.35
@@ -37,6 +38,9 @@ def test_a_handful_of_seed_pairs_does_not_choose_the_target_epoch(synthetic_tabl
     result = analyse(bench, n_resamples=100)
     assert result["seed_pairs"] == 1 and result["target_epoch"] == bench.epochs == 6
     assert f"fewer than {MIN_PAIRS}" in result["target_reason"]
+    # Every run's curve is its final AP times one shared factor: epochs 5 and 6 rank alike.
+    assert result["stability"]["epochs"] == [5, 6]
+    assert result["stability"]["tau"] == pytest.approx(1.0)
 
 
 def test_report_writes_markdown_and_plots(synthetic_table):
