@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             entry["ratio_to_random"], entry["ratio_ci"] = math.inf, [math.nan, math.nan]
         table.append(entry)
-    total = float(sum(sum(r["epoch_cpu_seconds"][:epoch]) for r in rows))
+    total = float(sum(sum(bench.epoch_costs(r)[:epoch]) for r in rows))
     grid = np.linspace(0, total, 200)
     fig, ax = new_figure(f"Replayed searches over {len(rows)} architectures "
                          f"({args.repeats} repeats)", "training CPU seconds spent",
@@ -182,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     ax.legend(fontsize=7)
     out = Path(args.table) / "replay"
     save_figure(fig, out / f"regret_{args.metric}.png")
+    from nasdet.benchmark.table import machine_scales
+
+    scales = machine_scales(bench.rows)
+    scale_note = ("" if len(scales) < 2 else " Rows of other machines are put on the scale of "
+                  "the one with most rows (factor fitted on log MACs and log #params, "
+                  "nasdet.benchmark.table.machine_scales): "
+                  + ", ".join(f"{m} x{f:.2f}" for m, f in scales.items()) + ".")
     lines = [f"# Search efficiency by replay ({args.metric.upper()} at epoch {epoch})", "",
              f"{len(rows)} architectures of the table, {args.repeats} repeats per strategy "
              f"(seeds 0-{args.repeats - 1}); goal: train an architecture of the top "
@@ -189,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
              "training CPU seconds (one thread) plus each rung's proxy seconds. Ratio: mean "
              "seconds over random search's (where every repeat reached the goal); median "
              "ratio: the medians' (finite while more than half did); 95% bootstrap "
-             "intervals over repeats.", "",
+             "intervals over repeats." + scale_note, "",
              f"![regret](regret_{args.metric}.png)", "",
              "ID-guided: after each architecture trained to the target, its proposal "
              "(widths proportional to its stages' ID at that epoch, at no more MACs) is the "
@@ -211,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out / f"replay_{args.metric}.md", "\n".join(lines) + "\n")
     atomic_write_json(out / f"replay_{args.metric}.json", {
         "target_epoch": epoch, "threshold": threshold, "repeats": args.repeats,
-        "strategies": table, "units": "seconds: training CPU seconds on one thread"})
+        "strategies": table, "machine_scales": scales,
+        "units": "seconds: training CPU seconds on one thread, on the scale of the machine "
+                 "with most rows"})
     if wanted and not args.no_proposals:
         from nasdet.benchmark.proposals import add_proposals
 

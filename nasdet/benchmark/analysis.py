@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from nasdet.benchmark.table import Benchmark, load_benchmark
+from nasdet.benchmark.table import Benchmark, load_benchmark, machine_scales
 from nasdet.utils.stats import proxy_statistics, rank_aggregate, test_retest
 
 #: Test–retest τ a target must reach to rank architectures reproducibly.
@@ -146,6 +146,9 @@ def analyse(bench: Benchmark, *, metric: str = "ap", n_resamples: int = 2000,
             "target_epoch": target_epoch, "target_reason": reason, "stability": stability,
             "target_range": [float(min(target)), float(max(target))] if target else None,
             "predictors": results, "goal": goal, "meta": bench.meta,
+            # the training bill per architecture, machines put on one scale (table.py)
+            "train_seconds": [float(sum(bench.epoch_costs(r)[:target_epoch])) for r in rows],
+            "machine_scales": machine_scales(bench.rows),
             "units": {"tau": "Kendall tau-b", "rho": "Spearman rho",
                       "cost_fraction": "predictor seconds / training seconds to the target "
                                        "epoch, median over architectures (one CPU thread)",
@@ -179,4 +182,4 @@ def report(directory: str | Path, *, metric: str = "ap", n_resamples: int = 2000
     result = analyse(bench, metric=metric, n_resamples=n_resamples)
     out = Path(directory) / "report"
     atomic_write_json(out / f"analysis_{metric}.json", result)
-    return write_benchmark_report(result, out, bench_rows=bench.sampled().first_seed())
+    return write_benchmark_report(result, out)

@@ -192,8 +192,9 @@ def replay(bench: Benchmark, strategy: Strategy, *, target_epoch: int, rows=None
                 trace.best.append(best)
                 continue
         state, value = optuna.trial.TrialState.COMPLETE, None
+        costs = bench.epoch_costs(row)
         for epoch in range(1, target_epoch + 1):
-            spent += float(row["epoch_cpu_seconds"][epoch - 1])
+            spent += costs[epoch - 1]
             trial.report(float(row[metric][epoch - 1]), epoch)
             if epoch < target_epoch and trial.should_prune():
                 state = optuna.trial.TrialState.PRUNED

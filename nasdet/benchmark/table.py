@@ -18,7 +18,9 @@ Row fields (units in :data:`UNITS`)::
     origin, source_arch, source_seed, proposal_epoch   only on rows of ID-guided proposals
                                       (``origin: id_guided``; the rest are sampled)
 
-Load it with :func:`load_benchmark`.
+Load it with :func:`load_benchmark`. A table continued on several machines mixes their
+CPU speeds; :meth:`Benchmark.epoch_costs` puts every row's seconds on one machine's scale
+(:func:`machine_scales`) so a replayed search does not favour what a fast CPU trained.
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from nasdet.errors import NasdetError
 from nasdet.utils.io import atomic_write_json, atomic_write_text
@@ -56,6 +61,38 @@ UNITS = {
 }
 
 
+def machine_of(row: dict[str, Any]) -> str:
+    """The CPU a row was trained on (``unknown`` for rows that do not say)."""
+    return str((row.get("machine") or {}).get("cpu") or "unknown")
+
+
+def machine_scales(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Factor per machine that puts its CPU seconds on the reference machine's scale.
+
+    The reference is the machine with the most rows. Training cost follows the
+    architecture, so log(train CPU seconds) is fitted by least squares on log MACs,
+    log #params and one offset per other machine; a machine's factor is exp(-offset):
+    the seconds the reference would have taken per second it took. Architectures are
+    drawn at random for every machine, so the offsets compare like with like.
+
+    Returns 1.0 for every machine while the reference has too few rows to fit the
+    architecture terms (fewer than 4).
+    """
+    names = [machine_of(r) for r in rows]
+    counts = {m: names.count(m) for m in dict.fromkeys(names)}
+    if not counts:
+        return {}
+    ref = max(counts, key=lambda m: (counts[m], m))
+    others = [m for m in counts if m != ref]
+    if not others or counts[ref] < 4:
+        return dict.fromkeys(counts, 1.0)
+    X = np.array([[1.0, math.log(float(r["macs"])), math.log(float(r["n_params"]))]
+                  + [float(name == m) for m in others] for r, name in zip(rows, names, strict=True)])
+    y = np.log([float(r["train_cpu_seconds"]) for r in rows])
+    coef = np.linalg.lstsq(X, y, rcond=None)[0]
+    return {ref: 1.0, **{m: float(math.exp(-c)) for m, c in zip(others, coef[3:], strict=True)}}
+
+
 def row_name(arch_id: int, seed: int) -> str:
     """File stem of a row: ``a007_s1``."""
     return f"a{int(arch_id):03d}_s{int(seed)}"
@@ -74,11 +111,20 @@ class Benchmark:
     rows: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    _scales: dict[str, float] | None = field(default=None, init=False, repr=False)
 
     @property
     def epochs(self) -> int:
         """The shortest complete AP curve of the table (its usable budget)."""
         return min((len(r["ap"]) for r in self.rows), default=0)
+
+    def epoch_costs(self, row: dict[str, Any]) -> list[float]:
+        """A row's CPU seconds per epoch on the reference machine's scale (see
+        :func:`machine_scales`): the cost measure of replays across machines."""
+        if self._scales is None:
+            self._scales = machine_scales(self.rows)
+        scale = self._scales.get(machine_of(row), 1.0)
+        return [float(s) * scale for s in row["epoch_cpu_seconds"]]
 
     def sampled(self) -> Benchmark:
         """The table without its proposal rows (``origin`` other than ``sampled``, see

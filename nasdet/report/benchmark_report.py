@@ -55,14 +55,12 @@ def plot_forest(result: dict[str, Any], path: Path, key: str, xlabel: str) -> Pa
     return save_figure(fig, path)
 
 
-def write_benchmark_report(result: dict[str, Any], out_dir: str | Path, *,
-                           bench_rows: list[dict[str, Any]] | None = None) -> Path:
+def write_benchmark_report(result: dict[str, Any], out_dir: str | Path) -> Path:
     """Write ``report.md`` and its plots from :func:`nasdet.benchmark.analysis.analyse`.
 
     Args:
         result: The analysis.
         out_dir: The report directory.
-        bench_rows: The rows analysed (for the table's size and cost summary).
 
     Returns:
         Path of ``report.md``.
@@ -92,10 +90,13 @@ def write_benchmark_report(result: dict[str, Any], out_dir: str | Path, *,
     if result.get("target_range"):
         lo, hi = result["target_range"]
         lines.append(f"Target range over architectures: {lo:.3f}-{hi:.3f}.")
-    if bench_rows:
-        secs = sorted(sum(r["epoch_cpu_seconds"][:result["target_epoch"]]) for r in bench_rows)
+    if result.get("train_seconds"):
+        secs, scales = sorted(result["train_seconds"]), result.get("machine_scales") or {}
+        machines = ("" if len(scales) < 2 else "; rows of several machines, on the scale of "
+                    "the one with most rows: " + ", ".join(f"{m} x{f:.2f}"
+                                                           for m, f in scales.items()))
         lines.append(f"Training to the target epoch: median {secs[len(secs) // 2]:.0f} CPU s "
-                     f"per architecture (one thread; {secs[0]:.0f}-{secs[-1]:.0f}).")
+                     f"per architecture (one thread; {secs[0]:.0f}-{secs[-1]:.0f}{machines}).")
     lines += ["", "## Test-retest (the ceiling of any predictor)", "",
               f"![test-retest](retest_{metric}.png)", "",
               "| epoch | tau | 95% CI | pairs |", "|---:|---:|---|---:|"]

@@ -47,6 +47,8 @@ def test_report_writes_markdown_and_plots(synthetic_table):
     path = report(synthetic_table, n_resamples=200)
     text = path.read_text()
     assert "Test-retest" in text and "| oracle | proxy |" in text
+    # target epoch 1 at 10 CPU s an epoch; one machine, so no scale to state
+    assert "median 10 CPU s per architecture (one thread; 10-10)." in text
     for png in ("retest_ap.png", "tau_ap.png", "delta_tau_params_ap.png"):
         assert (path.parent / png).stat().st_size > 1000
 
@@ -88,6 +90,21 @@ def test_asha_and_an_oracle_rung_save_training(synthetic_table):
     assert oracle < random
     anti = replay(bench, Strategy("anti rung", proxy="anti", proxy_keep=0.2), target_epoch=6)
     assert len(anti.trained) < 40  # the rung stopped most before training
+
+
+def test_a_replay_costs_the_same_whichever_machine_trained_a_row(synthetic_table):
+    bench = load_benchmark(synthetic_table)
+    mixed = load_benchmark(synthetic_table)
+    # Every third architecture (both seeds) on a CPU twice as fast: half the seconds.
+    for row in mixed.rows:
+        if row["arch_id"] % 3 == 0:
+            row["machine"] = {"cpu": "twice as fast"}
+            row["epoch_cpu_seconds"] = [s / 2 for s in row["epoch_cpu_seconds"]]
+            row["train_cpu_seconds"] /= 2
+    one = replay(bench, Strategy("asha", pruner="asha"), target_epoch=6, seed=1)
+    two = replay(mixed, Strategy("asha", pruner="asha"), target_epoch=6, seed=1)
+    assert two.trained == one.trained
+    assert two.seconds == pytest.approx(one.seconds, rel=1e-9)
 
 
 def test_tpe_replay_learns_from_the_table(synthetic_table):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
+import numpy as np
 import pytest
 
 from nasdet.benchmark.build import BenchmarkPlan, sample_architectures
-from nasdet.benchmark.table import FORMAT, load_benchmark, write_row
+from nasdet.benchmark.table import FORMAT, Benchmark, load_benchmark, machine_scales, write_row
 from nasdet.errors import NasdetError
 from tests.benchmark.conftest import SPACE, make_rows
 
@@ -69,3 +71,40 @@ def test_architectures_are_a_function_of_their_id():
     assert sample_architectures(space, 12, 0)[:10] == ten  # extending keeps the first ones
     assert len({space.candidate(p).key for p in ten}) == 10
     assert sample_architectures(space, 3, 1) != ten[:3]
+
+
+def _timed_rows(machines: dict[str, float], per_machine: int = 6) -> list[dict]:
+    """Rows whose CPU seconds follow 2e-6 * MACs^0.9 * params^0.05, times the machine's
+    slowness; MACs and #params vary independently so the fit is determined."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for name, slowness in machines.items():
+        for _ in range(per_machine):
+            macs, n_params = float(rng.uniform(1e8, 1e9)), float(rng.uniform(1e6, 5e6))
+            total = slowness * 2e-6 * macs ** 0.9 * n_params ** 0.05
+            rows.append({"macs": macs, "n_params": n_params, "train_cpu_seconds": total,
+                         "epoch_cpu_seconds": [total / 4] * 4, "machine": {"cpu": name}})
+    return rows
+
+
+def test_machine_scales_put_cpu_seconds_on_the_reference_machine():
+    rows = _timed_rows({"slow": 1.0, "fast": 0.5, "faster": 0.25})
+    rows += _timed_rows({"slow": 1.0}, per_machine=2)  # the reference: the most rows
+    scales = machine_scales(rows)
+    # A noiseless power law: the least-squares offsets are exact up to rounding.
+    assert scales["slow"] == 1.0
+    assert scales["fast"] == pytest.approx(2.0, rel=1e-9)
+    assert scales["faster"] == pytest.approx(4.0, rel=1e-9)
+    bench = Benchmark(rows)
+    fast = next(r for r in rows if r["machine"]["cpu"] == "fast")
+    assert bench.epoch_costs(fast) == pytest.approx([2.0 * c for c in fast["epoch_cpu_seconds"]])
+
+
+def test_machine_scales_are_one_where_nothing_can_be_compared():
+    assert machine_scales(_timed_rows({"only": 3.0})) == {"only": 1.0}
+    # Three reference rows cannot fit the architecture terms and an offset.
+    few = _timed_rows({"a": 1.0}, per_machine=3) + _timed_rows({"b": 0.5}, per_machine=2)
+    assert machine_scales(few) == {"a": 1.0, "b": 1.0}
+    unnamed = [{k: v for k, v in r.items() if k != "machine"} for r in _timed_rows({"x": 1.0})]
+    assert machine_scales(unnamed) == {"unknown": 1.0}
+    assert all(math.isfinite(v) for v in machine_scales(unnamed).values())
