@@ -182,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ax.legend(fontsize=7)
     out = Path(args.table) / "replay"
     save_figure(fig, out / f"regret_{args.metric}.png")
-    from nasdet.benchmark.table import machine_scales
-
-    scales = machine_scales(bench.rows)
+    scales = bench.machine_scales
     scale_note = ("" if len(scales) < 2 else " Rows of other machines are put on the scale of "
                   "the one with most rows (factor fitted on log MACs and log #params, "
                   "nasdet.benchmark.table.machine_scales): "

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from nasdet.benchmark.table import Benchmark, load_benchmark, machine_scales
+from nasdet.benchmark.table import Benchmark, load_benchmark
 from nasdet.utils.stats import proxy_statistics, rank_aggregate, test_retest
 
 #: Test–retest τ a target must reach to rank architectures reproducibly.
@@ -148,7 +148,7 @@ def analyse(bench: Benchmark, *, metric: str = "ap", n_resamples: int = 2000,
             "predictors": results, "goal": goal, "meta": bench.meta,
             # the training bill per architecture, machines put on one scale (table.py)
             "train_seconds": [float(sum(bench.epoch_costs(r)[:target_epoch])) for r in rows],
-            "machine_scales": machine_scales(bench.rows),
+            "machine_scales": bench.machine_scales,
             "units": {"tau": "Kendall tau-b", "rho": "Spearman rho",
                       "cost_fraction": "predictor seconds / training seconds to the target "
                                        "epoch, median over architectures (one CPU thread)",

@@ -118,12 +118,17 @@ class Benchmark:
         """The shortest complete AP curve of the table (its usable budget)."""
         return min((len(r["ap"]) for r in self.rows), default=0)
 
+    @property
+    def machine_scales(self) -> dict[str, float]:
+        """:func:`machine_scales` of the table's rows, fitted once."""
+        if self._scales is None:
+            self._scales = machine_scales(self.rows)
+        return self._scales
+
     def epoch_costs(self, row: dict[str, Any]) -> list[float]:
         """A row's CPU seconds per epoch on the reference machine's scale (see
         :func:`machine_scales`): the cost measure of replays across machines."""
-        if self._scales is None:
-            self._scales = machine_scales(self.rows)
-        scale = self._scales.get(machine_of(row), 1.0)
+        scale = self.machine_scales.get(machine_of(row), 1.0)
         return [float(s) * scale for s in row["epoch_cpu_seconds"]]
 
     def sampled(self) -> Benchmark:
