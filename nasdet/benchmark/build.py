@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from nasdet.benchmark.proposals import read_proposals
-from nasdet.benchmark.table import FORMAT, assemble, row_name, write_row
+from nasdet.benchmark.table import FORMAT, assemble, read_row, row_name, write_row
 from nasdet.errors import NasdetError
 
 #: Layers whose ID the table records: backbone stages and FPN levels.
@@ -333,12 +333,16 @@ def rescore(plan: BenchmarkPlan, out_dir: str | Path, work_dir: str | Path, *,
         with claim(work_dir / "locks", f"rescore_{name}") as mine:
             if not mine:
                 continue
+            # The snapshot above may be stale: another process can have scored this row
+            # and released it since. What is missing is decided on the row as it is now.
+            current = read_row(out_dir / "rows" / f"{name}.json")
+            missing = [n for n in missing if n not in current.get("proxies", {})
+                       and n not in current.get("proxy_errors", {})]
+            if not missing:
+                continue
             cfg = job_config(space, row["params"], row["seed"], plan, work_dir / name)
             with output_to(work_dir / name / "rescore.log"):
                 scored = score_proxies(cfg, row["seed"], plan.probe_images, missing)
-            fresh = load_benchmark(out_dir)  # another process may have rewritten it
-            current = next(r for r in fresh.rows if r["arch_id"] == row["arch_id"]
-                           and r["seed"] == row["seed"])
             for key in ("proxies", "proxy_seconds", "proxy_errors"):
                 current[key] = {**current.get(key, {}), **scored[key]}
             current.pop("format", None)

@@ -59,7 +59,14 @@ def test_a_job_resumed_mid_training_records_every_epoch_once(tmp_path, tiny_det_
     # Nothing left to do: a rerun trains nothing.
     assert build_benchmark(plan, out, work, log=lines.append) == 0
 
+    stale = load_benchmark(out)  # what a second rescorer read before this one scored
     assert rescore(plan, out, work, names=["params", "id_mean"], log=lines.append) == 1
+    # That second rescorer claims the row once the first released it: nothing to score.
+    import nasdet.benchmark.table as table
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(table, "load_benchmark", lambda path: stale)
+        assert rescore(plan, out, work, names=["params", "id_mean"], log=lines.append) == 0
     (row,) = load_benchmark(out).rows
     assert set(row["proxies"]) == {"params", "id_mean"} and row["proxies"]["params"] > 1e6
     (tabled,) = load_benchmark(out / "table.json").rows  # the assembled table has them too
