@@ -223,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         from nasdet.benchmark.proposals import add_proposals
 
         props = _STATE["proposals"]
-        added = add_proposals(args.table, [props[a] for a in dict.fromkeys(wanted.values())],
-                              num_archs=int(bench.meta.get("num_archs", len(rows))))
+        added = add_proposals(args.table, [props[a] for a in dict.fromkeys(wanted.values())])
         if added:
             print(f"[replay] {len(added)} new ID-guided proposals in {args.table}/proposals.json: "
                   "the benchmark command trains them as rows")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nasdet.benchmark.proposals import read_proposals
+from nasdet.benchmark.proposals import PROPOSAL_IDS_FROM, read_proposals
 from nasdet.benchmark.table import FORMAT, assemble, read_row, row_name, write_row
 from nasdet.errors import NasdetError
 
@@ -61,6 +61,12 @@ class BenchmarkPlan:
     spectrum_images: int = 16
     cfg_options: tuple[tuple[str, Any], ...] = ()
     data_root: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.num_archs <= PROPOSAL_IDS_FROM:
+            raise NasdetError(f"must be in 1..{PROPOSAL_IDS_FROM} (ids from {PROPOSAL_IDS_FROM} "
+                              f"on are the ID-guided proposals'), got {self.num_archs}",
+                              key="--num-archs")
 
     def jobs(self) -> list[tuple[int, int]]:
         """``(arch_id, seed)`` in the order they are taken: a repeat after every 2 archs,

@@ -7,8 +7,8 @@ stages' ID at the end of training, at no more MACs
 architecture's proposal is made by the same function from its row's own stage IDs at
 the replay's target epoch. A proposal that is an architecture of the table is replayed
 by look-up; one that is not must be trained: :func:`add_proposals` writes it to the
-table's ``proposals.json`` (``arch_id`` from ``num_archs`` on, the source row and the
-rule), and the same ``tools/proxy_benchmark.py`` command that builds the table trains
+table's ``proposals.json`` (``arch_id`` from :data:`PROPOSAL_IDS_FROM` on, the source row
+and the rule), and the same ``tools/proxy_benchmark.py`` command that builds the table trains
 it as a row of its own (``origin: id_guided``), so the next replay finds it.
 
 Proposal rows are not part of the sampled population: the proxy statistics
@@ -29,6 +29,9 @@ from nasdet.utils.io import atomic_write_json
 #: The table's file of proposals to train, and its format tag.
 PROPOSALS_FILE = "proposals.json"
 PROPOSALS_FORMAT = "nasdet.detection-benchmark-proposals/1"
+#: Sampled architectures have ids below this, proposals from it on: a table extended to
+#: more sampled architectures (a larger ``--num-archs``) never meets a proposal's id.
+PROPOSAL_IDS_FROM = 10_000
 #: The rule of the shipped ID-guided search (configs/search/tiny_synth_id_guided.yaml).
 RULE = {"dimension": "widths", "metric": "macs", "budget": 1.0}
 
@@ -117,15 +120,19 @@ def read_proposals(out_dir: str | Path) -> list[dict[str, Any]]:
     if not isinstance(data, dict) or data.get("format") != PROPOSALS_FORMAT or \
             not isinstance(data.get("proposals"), list):
         raise NasdetError(f"not a proposals file of format {PROPOSALS_FORMAT}", file=path)
+    low = [p["arch_id"] for p in data["proposals"] if int(p["arch_id"]) < PROPOSAL_IDS_FROM]
+    if low:  # they would take the ids of sampled architectures when the table grows
+        raise NasdetError(f"proposal arch_id {low[0]} is below {PROPOSAL_IDS_FROM}, the range "
+                          "of sampled architectures: renumber the proposals from "
+                          f"{PROPOSAL_IDS_FROM}", file=path, key="arch_id")
     return list(data["proposals"])
 
 
-def add_proposals(out_dir: str | Path, proposals: list[dict[str, Any]],
-                  num_archs: int) -> list[dict[str, Any]]:
+def add_proposals(out_dir: str | Path, proposals: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Append the proposals not yet in the table or its file; the ones added.
 
-    Each gets the next free ``arch_id`` (from ``num_archs`` on) and keeps its source row,
-    epoch and rule; architectures already trained (by key) or listed are skipped.
+    Each gets the next free ``arch_id`` (from :data:`PROPOSAL_IDS_FROM` on) and keeps its
+    source row, epoch and rule; architectures already trained (by key) or listed are skipped.
     """
     from nasdet.benchmark.table import load_benchmark
 
@@ -134,7 +141,7 @@ def add_proposals(out_dir: str | Path, proposals: list[dict[str, Any]],
     known = {p["key"] for p in listed}
     known |= {r["key"] for r in load_benchmark(out_dir).rows}
     added = []
-    next_id = max([num_archs - 1, *(int(p["arch_id"]) for p in listed)]) + 1
+    next_id = max([PROPOSAL_IDS_FROM - 1, *(int(p["arch_id"]) for p in listed)]) + 1
     for prop in proposals:
         if prop.get("key") is None or prop["key"] in known:
             continue

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from nasdet.benchmark.build import BenchmarkPlan, worker_main, worker_process
+    from nasdet.benchmark.proposals import read_proposals
     from nasdet.errors import NasdetError
     from nasdet.utils.resources import given_or_shipped
 
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         space=args.space, num_archs=args.num_archs, repeats=args.repeats, epochs=args.budget,
         seed=args.seed, sample_seed=args.sample_seed,
         cfg_options=tuple(sorted((args.cfg_options or {}).items())), data_root=args.data_root)
+    read_proposals(out)  # a bad proposals file: one line here, not one per worker
     job = {"plan": plan, "out": out, "work_dir": work_dir, "threads": args.threads,
            "max_jobs": args.max_jobs, "rescore": args.rescore, "proxies": args.proxies,
            "driver_pid": os.getpid()}

@@ -74,7 +74,7 @@ def test_a_job_resumed_mid_training_records_every_epoch_once(tmp_path, tiny_det_
     assert rescore(plan, out, work, names=["params"], log=lines.append) == 0
 
     # An ID-guided proposal outside the table becomes a job of its own, then a row.
-    from nasdet.benchmark.proposals import add_proposals, row_proposal
+    from nasdet.benchmark.proposals import PROPOSAL_IDS_FROM, add_proposals, row_proposal
 
     prop = row_proposal(space, row, 2)
     if prop["key"] is None:  # the rule kept its widths: another first-stage width by hand
@@ -82,11 +82,11 @@ def test_a_job_resumed_mid_training_records_every_epoch_once(tmp_path, tiny_det_
         other = min(w for w in dim.stage_values_set(0) if w != row["params"][dim.params[0]])
         params = {**row["params"], dim.params[0]: other}
         prop.update(params=params, key=space.candidate(params).key)
-    (added,) = add_proposals(out, [prop], num_archs=plan.num_archs)
-    assert added["arch_id"] == 1
+    (added,) = add_proposals(out, [prop])
+    assert added["arch_id"] == PROPOSAL_IDS_FROM
     assert build_benchmark(plan, out, work, log=lines.append) == 1
     bench = load_benchmark(out)
-    new = next(r for r in bench.rows if r["arch_id"] == 1)
+    new = next(r for r in bench.rows if r["arch_id"] == PROPOSAL_IDS_FROM)
     assert new["origin"] == "id_guided" and new["source_arch"] == 0
     assert new["key"] == prop["key"] and len(new["ap"]) == 2
     assert [r["arch_id"] for r in bench.sampled().rows] == [0]

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from nasdet.benchmark.proposals import (
+    PROPOSAL_IDS_FROM,
     PROPOSALS_FILE,
     add_proposals,
     read_proposals,
@@ -54,7 +55,7 @@ def test_a_rows_proposal_is_the_searchs_rule_on_its_stage_ids(synthetic_table):
     assert "no backbone stage IDs" in row_proposal(space, bad, 6)["reason"]
 
 
-def test_proposals_file_numbers_new_architectures_after_the_table(synthetic_table):
+def test_proposals_file_numbers_new_architectures_apart_from_the_sampled(synthetic_table):
     bench = load_benchmark(synthetic_table)
     rows = bench.first_seed()
     base = {"source_seed": 0, "epoch": 6, "rule": {"dimension": "widths"}}
@@ -62,13 +63,21 @@ def test_proposals_file_numbers_new_architectures_after_the_table(synthetic_tabl
            {**base, "key": "k1", "params": {"a": 1}, "source_arch": 4},  # the same arch
            {**base, "key": rows[5]["key"], "params": rows[5]["params"], "source_arch": 2},
            {**base, "key": None, "params": None, "source_arch": 1}]  # no proposal
-    added = add_proposals(synthetic_table, new, num_archs=40)
-    assert [(p["arch_id"], p["key"], p["source_arch"]) for p in added] == [(40, "k1", 3)]
-    assert add_proposals(synthetic_table, new, num_archs=40) == []
+    added = add_proposals(synthetic_table, new)
+    first = PROPOSAL_IDS_FROM  # not 40: a table grown to more sampled archs keeps its ids
+    assert [(p["arch_id"], p["key"], p["source_arch"]) for p in added] == [(first, "k1", 3)]
+    assert add_proposals(synthetic_table, new) == []
     more = add_proposals(synthetic_table, [{**base, "key": "k2", "params": {"a": 2},
-                                            "source_arch": 7}], num_archs=40)
-    assert [p["arch_id"] for p in more] == [41]
+                                            "source_arch": 7}])
+    assert [p["arch_id"] for p in more] == [first + 1]
     assert [p["key"] for p in read_proposals(synthetic_table)] == ["k1", "k2"]
+    # A file whose proposals sit among the sampled ids is refused, naming the key.
+    data = json.loads((synthetic_table / PROPOSALS_FILE).read_text())
+    data["proposals"][1]["arch_id"] = 40
+    (synthetic_table / PROPOSALS_FILE).write_text(json.dumps(data))
+    with pytest.raises(NasdetError, match="arch_id 40 is below") as err:
+        read_proposals(synthetic_table)
+    assert err.value.key == "arch_id"
     (synthetic_table / PROPOSALS_FILE).write_text(json.dumps({"format": "other"}))
     with pytest.raises(NasdetError, match="proposals file"):
         read_proposals(synthetic_table)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from nasdet.benchmark.build import BenchmarkPlan, sample_architectures
+from nasdet.benchmark.proposals import PROPOSAL_IDS_FROM
 from nasdet.benchmark.table import FORMAT, Benchmark, load_benchmark, machine_scales, write_row
 from nasdet.errors import NasdetError
 from tests.benchmark.conftest import SPACE, make_rows
@@ -61,6 +62,9 @@ def test_plan_interleaves_repeats_and_covers_every_job():
     assert len(jobs) == len(set(jobs)) == 14
     assert jobs[:7] == [(0, 0), (1, 0), (0, 1), (2, 0), (3, 0), (1, 1), (4, 0)]
     assert {a for a, s in jobs if s == 1} == {0, 1, 2, 3}
+    with pytest.raises(NasdetError, match="proposals") as err:  # their ids come after
+        BenchmarkPlan(space=str(SPACE), num_archs=PROPOSAL_IDS_FROM + 1)
+    assert err.value.key == "--num-archs"
 
 
 def test_architectures_are_a_function_of_their_id():
