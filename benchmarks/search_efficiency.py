@@ -3,19 +3,22 @@
     python benchmarks/search_efficiency.py docs/benchmark/tiny_synth_arch --repeats 50 --workers 2
 
 Replays (no training; see nasdet.benchmark.replay) random search, TPE, TPE with a proxy
-rung for each proxy, TPE with successive halving over epochs (Optuna's
+rung for each proxy (and a control rung on random scores), TPE with successive halving over epochs (Optuna's
 SuccessiveHalvingPruner, ASHA's rule), proxy rung + successive halving and TPE with
 the ID-guided step (nasdet.benchmark.proposals; proposals outside the table go to its
 proposals.json, which the benchmark command trains as rows), each
 ``--repeats`` times with other seeds. Prints and writes (``<table>/replay/``):
 training seconds until an architecture of the table's top-5% target is trained, per
-strategy, as a ratio to random search with a 95% bootstrap interval; the regret
-against training seconds as a plot with 95% bands.
+strategy, as a ratio to random search with a 95% bootstrap interval, and, for a
+strategy that adds one part (a rung, successive halving, the ID-guided step) to
+another of the plan, as a ratio to that one, paired by seed (repeat i of both runs
+the sampler with seed i); the regret against training seconds as a plot with 95% bands.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -56,27 +59,42 @@ def _run(job):
 
 
 def strategies(proxies: list[str], asha_proxy: str | None):
-    from nasdet.benchmark.replay import Strategy
+    from nasdet.benchmark.replay import CHANCE, Strategy
 
     out = [Strategy("random"), Strategy("tpe", sampler="tpe"),
            Strategy("tpe+asha", sampler="tpe", pruner="asha"),
            Strategy("tpe+id_guided", sampler="tpe", id_guided=True)]
-    out += [Strategy(f"tpe+rung:{p}", sampler="tpe", proxy=p) for p in proxies]
+    out += [Strategy(f"tpe+rung:{p}", sampler="tpe", proxy=p) for p in [CHANCE, *proxies]]
     if asha_proxy:
         out.append(Strategy(f"tpe+rung:{asha_proxy}+asha", sampler="tpe", proxy=asha_proxy,
                             pruner="asha"))
     return out
 
 
+def without_last_part(s, plan):
+    """The plan's strategy that is ``s`` without its rung, else without successive
+    halving, else without the ID-guided step (``None``: no such strategy)."""
+    if s.proxy is not None:
+        want = dataclasses.replace(s, proxy=None)
+    elif s.pruner != "none":
+        want = dataclasses.replace(s, pruner="none")
+    elif s.id_guided:
+        want = dataclasses.replace(s, id_guided=False)
+    else:
+        return None
+    return next((p for p in plan if dataclasses.replace(p, name=want.name) == want), None)
+
+
 def _boot_ratio(a: np.ndarray, b: np.ndarray, rng, n: int = 2000,
-                stat=np.mean) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of stat(a) / stat(b), a and b resampled apart.
+                stat=np.mean, paired: bool = False) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of stat(a) / stat(b), a and b resampled apart
+    (or, ``paired``, by the same repeats: a[i] and b[i] ran with the same seed).
 
     A repeat that never reached the goal is ``inf``: the median stays finite while
     more than half did, so the interval's ends are order statistics, not interpolated.
     """
     ia = rng.integers(0, len(a), (n, len(a)))
-    ib = rng.integers(0, len(b), (n, len(b)))
+    ib = ia if paired else rng.integers(0, len(b), (n, len(b)))
     r = stat(a[ia], axis=1) / stat(b[ib], axis=1)
     return (float(np.quantile(r, 0.025, method="lower")),
             float(np.quantile(r, 0.975, method="higher")))
@@ -148,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     random_reach = np.array([reach(*t) for t in traces["random"]])
     median_random = float(_median(random_reach, 0))
     table = []
+    reached = {s.name: np.array([reach(*t) for t in traces[s.name]]) for s in plan}
     for s in plan:
-        r = np.array([reach(*t) for t in traces[s.name]])
+        r = reached[s.name]
         found = np.isfinite(r)
         entry = {"strategy": s.name, "repeats": len(r), "reached": int(found.sum()),
                  "proposals_outside_table": float(np.mean(missing[s.name])),
@@ -163,13 +182,20 @@ def main(argv: list[str] | None = None) -> int:
             entry["ratio_ci"] = list(_boot_ratio(r, random_reach, rng))
         else:
             entry["ratio_to_random"], entry["ratio_ci"] = math.inf, [math.nan, math.nan]
+        base = without_last_part(s, plan)
+        entry["vs"], entry["ratio_to_vs"], entry["ratio_to_vs_ci"] = None, math.nan, [
+            math.nan, math.nan]
+        if base is not None and np.isfinite(r).all() and np.isfinite(reached[base.name]).all():
+            b = reached[base.name]  # repeat i of both: the same seed, so paired
+            entry.update(vs=base.name, ratio_to_vs=float(r.mean() / b.mean()),
+                         ratio_to_vs_ci=list(_boot_ratio(r, b, rng, paired=True)))
         table.append(entry)
     total = float(sum(sum(bench.epoch_costs(r)[:epoch]) for r in rows))
     grid = np.linspace(0, total, 200)
     fig, ax = new_figure(f"Replayed searches over {len(rows)} architectures "
                          f"({args.repeats} repeats)", "training CPU seconds spent",
                          f"regret ({args.metric.upper()} of the best - best found)")
-    shown = ["random", "tpe", "tpe+asha"] + [s.name for s in plan[3:5]] + [plan[-1].name]
+    shown = ["random", "tpe", "tpe+asha"] + [s.name for s in plan[3:6]] + [plan[-1].name]
     for name in dict.fromkeys(shown):
         reg = regret_curve([_trace(t) for t in traces[name]], grid, optimum)
         with warnings.catch_warnings():  # before a first trained architecture: no regret yet
@@ -194,7 +220,12 @@ def main(argv: list[str] | None = None) -> int:
              "training CPU seconds (one thread) plus each rung's proxy seconds. Ratio: mean "
              "seconds over random search's (where every repeat reached the goal); median "
              "ratio: the medians' (finite while more than half did); 95% bootstrap "
-             "intervals over repeats." + scale_note, "",
+             "intervals over repeats. Paired: mean seconds over those of the search "
+             "without the strategy's last part, repeats resampled together (the same "
+             "seeds). The rung on 'chance' scores at random: what a rung saves without "
+             "any signal. The other rungs' proxies are the best by tau on this table (the "
+             "rung + successive halving one: the best): an in-sample choice, which "
+             "flatters them." + scale_note, "",
              f"![regret](regret_{args.metric}.png)", "",
              "ID-guided: after each architecture trained to the target, its proposal "
              "(widths proportional to its stages' ID at that epoch, at no more MACs) is the "
@@ -204,15 +235,15 @@ def main(argv: list[str] | None = None) -> int:
              "benchmark command to train." if not args.no_proposals else
              f"ID-guided: {len(wanted)} distinct proposals were outside the table.", "",
              "| strategy | reached | median s | mean s | ratio to random [95% CI] | "
-             "median ratio [95% CI] | proposals outside |",
-             "|---|---:|---:|---:|---|---|---:|"]
+             "median ratio [95% CI] | paired ratio [95% CI] | proposals outside |",
+             "|---|---:|---:|---:|---|---|---|---:|"]
     for e in table:
         ci, mci = e["ratio_ci"], e["median_ratio_ci"]
         lines.append(f"| {e['strategy']} | {e['reached']}/{e['repeats']} | "
                      f"{e['median_seconds']:.0f} | {e['mean_seconds']:.0f} | "
                      f"{e['ratio_to_random']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] | "
                      f"{e['median_ratio_to_random']:.2f} [{mci[0]:.2f}, {mci[1]:.2f}] | "
-                     f"{e['proposals_outside_table']:.1f} |")
+                     f"{_paired(e)} | {e['proposals_outside_table']:.1f} |")
     atomic_write_text(out / f"replay_{args.metric}.md", "\n".join(lines) + "\n")
     atomic_write_json(out / f"replay_{args.metric}.json", {
         "target_epoch": epoch, "threshold": threshold, "repeats": args.repeats,
@@ -230,6 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines[8:]))
     print(f"[replay] {time.perf_counter() - start:.0f} s; written to {out}")
     return 0
+
+
+def _paired(entry: dict) -> str:
+    if entry["vs"] is None:
+        return "-"
+    lo, hi = entry["ratio_to_vs_ci"]
+    return f"{entry['ratio_to_vs']:.2f} [{lo:.2f}, {hi:.2f}] vs {entry['vs']}"
 
 
 def _median(x: np.ndarray, axis: int) -> np.ndarray:

@@ -8,6 +8,8 @@ and looks its results up: each epoch's AP is reported to the pruner as training 
 (``trial.report`` / ``should_prune``), each epoch's training seconds are added to the
 search's bill, and a proxy rung pays the proxy's seconds and stops an architecture
 before training when its score falls below the running quantile of the scores seen.
+The rung on :data:`CHANCE` scores every architecture at random (free): the control that
+tells a proxy's signal from what any rung's mechanics save.
 
 The outcome of one replay is its trace: after each trial, the training seconds spent
 so far and the best target of the architectures trained to the target epoch.
@@ -24,6 +26,8 @@ import numpy as np
 
 from nasdet.benchmark.table import Benchmark
 
+#: The proxy name of the control rung: a score drawn at random, at no cost.
+CHANCE = "chance"
 
 @dataclass(frozen=True)
 class Strategy:
@@ -32,7 +36,8 @@ class Strategy:
     Args:
         name: Label in tables and plots.
         sampler: ``random`` or ``tpe``.
-        proxy: Proxy of a rung before training (``None``: no rung).
+        proxy: Proxy of a rung before training (``None``: no rung; :data:`CHANCE`: the
+            control, a random score).
         proxy_keep: Fraction of architectures the rung lets through (by running quantile).
         pruner: ``none`` or ``asha`` (Optuna's SuccessiveHalvingPruner over epochs).
         reduction_factor: The pruner's reduction factor.
@@ -162,6 +167,7 @@ def replay(bench: Benchmark, strategy: Strategy, *, target_epoch: int, rows=None
     taken: set[int] = set()
     scores: list[float] = []
     trace = Trace()
+    chance = np.random.default_rng([seed, 1])  # the control rung's scores
     spent, best = 0.0, -math.inf
     for _ in range(min(n_trials or len(rows), len(rows))):
         guided = [i for i in guided if i not in taken]
@@ -178,8 +184,11 @@ def replay(bench: Benchmark, strategy: Strategy, *, target_epoch: int, rows=None
         space.suggest(trial)  # the enqueued params, through the same distributions
         trained_full = False
         if strategy.proxy is not None:
-            value = row.get("proxies", {}).get(strategy.proxy)
-            spent += float(row.get("proxy_seconds", {}).get(strategy.proxy, 0.0))
+            if strategy.proxy == CHANCE:
+                value = float(chance.random())
+            else:
+                value = row.get("proxies", {}).get(strategy.proxy)
+                spent += float(row.get("proxy_seconds", {}).get(strategy.proxy, 0.0))
             ok = value is not None and math.isfinite(value)
             # A proxy that failed on this architecture cannot speak against it: train it.
             keep = (not ok or len(scores) < strategy.n_startup

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from nasdet.benchmark.analysis import analyse, report
-from nasdet.benchmark.replay import Strategy, TableObjective, regret_curve, replay, seconds_to_reach
+from nasdet.benchmark.replay import (
+    CHANCE,
+    Strategy,
+    TableObjective,
+    regret_curve,
+    replay,
+    seconds_to_reach,
+)
 from nasdet.benchmark.table import load_benchmark
 
 
@@ -90,6 +97,14 @@ def test_asha_and_an_oracle_rung_save_training(synthetic_table):
     assert oracle < random
     anti = replay(bench, Strategy("anti rung", proxy="anti", proxy_keep=0.2), target_epoch=6)
     assert len(anti.trained) < 40  # the rung stopped most before training
+    # The control rung: random scores, free, so it stops architectures blind of their AP.
+    runs = [replay(bench, Strategy("chance", proxy=CHANCE), target_epoch=6, seed=s)
+            for s in range(2)]
+    assert all(10 < len(t.trained) < 35 for t in runs) and runs[0].trained != runs[1].trained
+    trained = {r["arch_id"]: r for r in rows}
+    for t in runs:  # what it spent is exactly the training of what it let through
+        assert t.seconds[-1] == pytest.approx(sum(sum(bench.epoch_costs(trained[a]))
+                                                  for a in t.trained))
 
 
 def test_a_replay_costs_the_same_whichever_machine_trained_a_row(synthetic_table):
@@ -114,3 +129,30 @@ def test_tpe_replay_learns_from_the_table(synthetic_table):
     grid = np.array([0.0, 600.0, 1200.0])
     regret = regret_curve([trace], grid, optimum=max(r["ap"][5] for r in bench.first_seed()))
     assert np.isnan(regret[0, 0]) and regret[0, 2] <= regret[0, 1]
+
+
+def _search_efficiency():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "benchmarks" / "search_efficiency.py"
+    spec = importlib.util.spec_from_file_location("search_efficiency", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_strategy_is_compared_with_the_search_without_its_last_part():
+    se = _search_efficiency()
+    plan = se.strategies(["snip", "macs"], "snip")
+    base = {s.name: (b.name if (b := se.without_last_part(s, plan)) else None) for s in plan}
+    assert base == {"random": None, "tpe": None, "tpe+asha": "tpe", "tpe+id_guided": "tpe",
+                    "tpe+rung:chance": "tpe", "tpe+rung:snip": "tpe", "tpe+rung:macs": "tpe",
+                    "tpe+rung:snip+asha": "tpe+asha"}
+    # Paired by seed, a search that halves every repeat's seconds is 0.5 exactly; the
+    # same repeats resampled apart leave the spread between seeds in the interval.
+    rng = np.random.default_rng(0)
+    b = rng.uniform(100, 1000, 50)
+    assert se._boot_ratio(b / 2, b, rng, paired=True) == pytest.approx((0.5, 0.5))
+    lo, hi = se._boot_ratio(b / 2, b, rng)
+    assert lo < 0.45 and hi > 0.55
