@@ -3,10 +3,10 @@
     python benchmarks/search_efficiency.py docs/benchmark/tiny_synth_arch --repeats 50 --workers 2
 
 Replays (no training; see nasdet.benchmark.replay) random search, TPE, TPE with a proxy
-rung for each proxy (and a control rung on random scores), TPE with successive halving over epochs (Optuna's
-SuccessiveHalvingPruner, ASHA's rule), proxy rung + successive halving and TPE with
-the ID-guided step (nasdet.benchmark.proposals; proposals outside the table go to its
-proposals.json, which the benchmark command trains as rows), each
+rung for each proxy (and a control rung on random scores), TPE with successive halving
+over epochs (Optuna's SuccessiveHalvingPruner, ASHA's rule), proxy rung + successive
+halving and TPE with the ID-guided step (nasdet.benchmark.proposals; proposals outside
+the table go to its proposals.json, which the benchmark command trains as rows), each
 ``--repeats`` times with other seeds. Prints and writes (``<table>/replay/``):
 training seconds until an architecture of the table's top-5% target is trained, per
 strategy, as a ratio to random search with a 95% bootstrap interval, and, for a

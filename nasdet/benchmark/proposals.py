@@ -8,8 +8,8 @@ architecture's proposal is made by the same function from its row's own stage ID
 the replay's target epoch. A proposal that is an architecture of the table is replayed
 by look-up; one that is not must be trained: :func:`add_proposals` writes it to the
 table's ``proposals.json`` (``arch_id`` from :data:`PROPOSAL_IDS_FROM` on, the source row
-and the rule), and the same ``tools/proxy_benchmark.py`` command that builds the table trains
-it as a row of its own (``origin: id_guided``), so the next replay finds it.
+and the rule), and the same ``tools/proxy_benchmark.py`` command that builds the table
+trains it as a row of its own (``origin: id_guided``), so the next replay finds it.
 
 Proposal rows are not part of the sampled population: the proxy statistics
 (:mod:`nasdet.benchmark.analysis`) use sampled rows only, replays use every row.

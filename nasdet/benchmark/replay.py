@@ -29,6 +29,7 @@ from nasdet.benchmark.table import Benchmark
 #: The proxy name of the control rung: a score drawn at random, at no cost.
 CHANCE = "chance"
 
+
 @dataclass(frozen=True)
 class Strategy:
     """A replayed search strategy.
