@@ -12,11 +12,11 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
 
-def load_tool(name: str):
-    """``tools/<name>.py`` as a module (the tools are scripts, not a package)."""
+def load_tool(name: str, folder: str = "tools"):
+    """``<folder>/<name>.py`` as a module (tools and benchmarks are scripts, not packages)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

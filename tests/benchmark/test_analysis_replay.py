@@ -131,19 +131,10 @@ def test_tpe_replay_learns_from_the_table(synthetic_table):
     assert np.isnan(regret[0, 0]) and regret[0, 2] <= regret[0, 1]
 
 
-def _search_efficiency():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[2] / "benchmarks" / "search_efficiency.py"
-    spec = importlib.util.spec_from_file_location("search_efficiency", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_each_strategy_is_compared_with_the_search_without_its_last_part():
-    se = _search_efficiency()
+    from tests.conftest import load_tool
+
+    se = load_tool("search_efficiency", folder="benchmarks")
     plan = se.strategies(["snip", "macs"], "snip")
     base = {s.name: (b.name if (b := se.without_last_part(s, plan)) else None) for s in plan}
     assert base == {"random": None, "tpe": None, "tpe+asha": "tpe", "tpe+id_guided": "tpe",
