@@ -17,8 +17,10 @@ demo: install
 	$(PY) tools/search.py configs/search/tiny_synth.yaml --work-dir $(DEMO_DIR) \
 		$$([ -f $(DEMO_DIR)/study.db ] && echo --resume) $(DEMO_ARGS)
 
+# PYTHONFAULTHANDLER: a crash (also one at interpreter exit, after pytest's own handler
+# is gone) prints every thread's stack instead of a bare "Segmentation fault".
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check nasdet tools tests benchmarks
