@@ -163,10 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         return float(seconds[hit[0]]) if len(hit) else math.inf
 
     rng = np.random.default_rng(0)
-    random_reach = np.array([reach(*t) for t in traces["random"]])
+    reached = {s.name: np.array([reach(*t) for t in traces[s.name]]) for s in plan}
+    random_reach = reached["random"]
     median_random = float(_median(random_reach, 0))
     table = []
-    reached = {s.name: np.array([reach(*t) for t in traces[s.name]]) for s in plan}
     for s in plan:
         r = reached[s.name]
         found = np.isfinite(r)
