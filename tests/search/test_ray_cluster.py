@@ -38,10 +38,20 @@ pytestmark = pytest.mark.slow
 RAY = Path(sys.executable).parent / "ray"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int, taken: set[int] = frozenset()) -> list[int]:
+    """``n`` distinct free ports, none in ``taken``.
+
+    All sockets stay bound until every port is chosen: a port picked and released one
+    at a time can come back on the next pick (Ray refuses two components on one port).
+    """
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        while len(ports) < n:
+            s = stack.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            if (port := s.getsockname()[1]) not in taken:
+                ports.append(port)
+        return ports
 
 
 @dataclass
@@ -52,22 +62,22 @@ class LocalCluster:
     address: str = ""
     sessions: list[int] = field(default_factory=list)
     node_ids: set[str] = field(default_factory=set)
+    ports: set[int] = field(default_factory=set)  # every port given to this cluster
 
     def start_node(self, *, head: bool, cpus: int = 1, memory: int | None = None,
                    name: str = "node2") -> None:
         name = "head" if head else name
+        picked = free_ports(8, self.ports)
+        self.ports |= set(picked)
         ports = ["--min-worker-port=0", "--max-worker-port=0",
-                 f"--node-manager-port={free_port()}",
-                 f"--object-manager-port={free_port()}",
-                 f"--dashboard-agent-listen-port={free_port()}",
-                 f"--dashboard-agent-grpc-port={free_port()}",
-                 f"--runtime-env-agent-port={free_port()}",
-                 f"--metrics-export-port={free_port()}"]
+                 *(f"--{flag}={port}" for flag, port in zip(
+                     ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+                      "dashboard-agent-grpc-port", "runtime-env-agent-port",
+                      "metrics-export-port"), picked))]
         if head:
-            port = free_port()
-            self.address = f"127.0.0.1:{port}"
-            role = ["--head", f"--port={port}", "--include-dashboard=false",
-                    "--dashboard-host=127.0.0.1", f"--ray-client-server-port={free_port()}"]
+            self.address = f"127.0.0.1:{picked[6]}"
+            role = ["--head", f"--port={picked[6]}", "--include-dashboard=false",
+                    "--dashboard-host=127.0.0.1", f"--ray-client-server-port={picked[7]}"]
         else:
             role = [f"--address={self.address}"]
         cmd = [str(RAY), "start", *role, "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
