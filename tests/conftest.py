@@ -62,6 +62,28 @@ def _one_intra_op_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def _no_log_handler_on_a_closed_capture():
+    """Point logging handlers left on an earlier test's closed capture at live stderr.
+
+    mmengine's logger is created once and keeps the ``sys.stdout`` of that moment: under
+    ``capsys`` a stream closed when that test ended ("Logging error" on the next warning).
+    """
+    import logging
+    import sys
+
+    from mmengine.logging import MMLogger
+
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values(),
+               *MMLogger._instance_dict.values()]  # mmengine's are not in logging's dict
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and getattr(
+                    handler.stream, "closed", False):
+                handler.stream = sys.stderr  # not setStream: it flushes the closed one
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_det_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """16 train / 8 val images of 64 px, 4 shape classes (generated once per session)."""
