@@ -43,11 +43,11 @@ stage 2's first epoch after stage 1's 2 epochs is step 3), so Optuna's median,
 successive-halving and Hyperband pruners and Ray Tune's ASHA compare trials epoch by
 epoch. A proxy stage's ``report`` proxy is a rung of its own, never a step of that
 axis: a trial whose proxy is worse (in the first objective's direction) than the
-median of the complete trials' (after ``pruner.n_startup_trials`` of them, default 2;
-the Ray driver: ASHA's cutoff, the top ``1 / reduction_factor``) is pruned after the
-proxy stage; ``pruner: {type: none}`` turns both off. Proxy scores are recorded as
-trial user attributes ``proxy/<name>``. A named sampler gets ``sampler.seed`` (else
-``seed``) when it takes a ``seed`` argument.
+median of every earlier trial's score at that rung, pruned ones included (after
+``pruner.n_startup_trials`` scores, default 2; the Ray driver: ASHA's cutoff, the top
+``1 / reduction_factor``) is pruned after the proxy stage; ``pruner: {type: none}``
+turns both off. Proxy scores are recorded as trial user attributes ``proxy/<name>``.
+A named sampler gets ``sampler.seed`` (else ``seed``) when it takes a ``seed`` argument.
 
 Metrics a trial produces (and objectives may name): ``params`` (unique trainable
 parameters, count), ``macs`` (multiply-accumulates at the space's input size, count),

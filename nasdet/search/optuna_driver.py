@@ -83,6 +83,7 @@ from nasdet.search.trials import (
     params_tried,
     proxy_rung_prunes,
     proxy_score,
+    rung_scores,
     stage_score,
     trial_line,
 )
@@ -278,8 +279,7 @@ class OptunaSearch:
         if value is None:
             return
         key = f"proxy/{stage.options['report']}"
-        others = [t.user_attrs[key] for t in trial.study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE,)) if key in t.user_attrs]
+        others = rung_scores(trial.study.get_trials(deepcopy=False), key, trial.number)
         if proxy_rung_prunes(self.config, float(value), others):
             trial.set_user_attr("pruned_after", stage.name)
             raise optuna.TrialPruned(f"pruned after stage '{stage.name}' ({key} below "

@@ -264,16 +264,28 @@ def proxy_score(stage: Stage, metrics: dict[str, float]) -> float | None:
     return metrics.get(f"proxy/{report}") if report is not None else None
 
 
-def proxy_rung_prunes(config: SearchConfig, value: float, others: Iterable[float]) -> bool:
-    """Whether a proxy score is worse than the median of the complete trials' scores.
+def rung_scores(trials: Iterable[optuna.trial.FrozenTrial], key: str, number: int) -> list[float]:
+    """The scores ``key`` (``proxy/<name>``) of every trial but ``number`` that has one.
 
-    The median rule proxy rungs always had (median pruner, ``pruner.n_startup_trials``
-    complete trials first, default 2), compared in the first objective's direction.
+    Every trial that reached the rung counts, those it pruned too (successive halving's
+    rule, and the replay's): the complete trials alone are its survivors, and their
+    median would climb with every trial the rung lets through.
+    """
+    return [float(t.user_attrs[key]) for t in trials if t.number != number and key in t.user_attrs]
+
+
+def proxy_rung_prunes(config: SearchConfig, value: float, others: Iterable[float]) -> bool:
+    """Whether a proxy score is worse than the median of the rung's earlier scores.
+
+    The median rule (``pruner.n_startup_trials`` scores first, default 2), compared in
+    the first objective's direction, over every trial that reached the rung, whatever
+    became of it: what ``benchmarks/search_efficiency.py`` replays.
 
     Args:
         config: The search config.
         value: This trial's proxy score.
-        others: The same proxy's scores of the study's complete trials.
+        others: The same proxy's scores of the study's other trials (complete, pruned,
+            running or failed).
     """
     if config.multi_objective or config.pruner.get("type") == "none" or not math.isfinite(value):
         return False

@@ -73,7 +73,7 @@ class LocalCluster:
                  *(f"--{flag}={port}" for flag, port in zip(
                      ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
                       "dashboard-agent-grpc-port", "runtime-env-agent-port",
-                      "metrics-export-port"), picked))]
+                      "metrics-export-port"), picked[:6], strict=True))]
         if head:
             self.address = f"127.0.0.1:{picked[6]}"
             role = ["--head", f"--port={picked[6]}", "--include-dashboard=false",

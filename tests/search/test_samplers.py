@@ -77,14 +77,14 @@ def test_tpe_with_median_pruning_as_shipped(tmp_path, tiny_det_root, tiny_space)
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert done and all(t.value == t.user_attrs["metrics"]["proxy/id_mean"] for t in done)
     # Proxy scores are metrics of their own, not steps of the AP curve; the proxy rung
-    # prunes by the median rule (3 start-up trials): a trial is pruned exactly when its
-    # score is below the median of the trials complete before it.
+    # prunes by the median rule (3 start-up scores): a trial is pruned exactly when its
+    # score is below the median of every earlier trial's score, pruned ones included.
     scored = [t for t in study.trials if not t.user_attrs.get("rejected")]
     assert scored and not any(t.intermediate_values for t in scored)
     assert all(t.user_attrs["proxy/id_mean"] == t.user_attrs["metrics"]["proxy/id_mean"]
                for t in scored)
     for t in scored:
-        before = [o.value for o in done if o.datetime_complete < t.datetime_complete]
+        before = [o.user_attrs["proxy/id_mean"] for o in scored if o.number < t.number]
         below = len(before) >= 3 and t.user_attrs["proxy/id_mean"] < float(np.median(before))
         assert (t.state.name == "PRUNED") == below, (t.number, before)
     _replay(path, work, optuna.samplers.TPESampler(

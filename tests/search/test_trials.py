@@ -34,6 +34,7 @@ from nasdet.search.trials import (
     pareto_front,
     proxy_rung_prunes,
     proxy_score,
+    rung_scores,
     stage_score,
     trial_line,
     trial_params,
@@ -185,6 +186,26 @@ def test_proxy_rung_prunes_below_the_hand_computed_median(tmp_path):
     multi = _config(tmp_path, objectives=(("ap50", "maximize"), ("macs", "minimize")))
     assert not proxy_rung_prunes(multi, 0.1, others)
     assert not proxy_rung_prunes(up, math.nan, others)
+
+
+def test_a_proxy_rung_counts_the_trials_it_pruned(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    for proxy, state in ((0.9, TrialState.COMPLETE), (0.8, TrialState.COMPLETE),
+                         (0.1, TrialState.PRUNED), (0.2, TrialState.PRUNED),
+                         (0.7, TrialState.RUNNING)):
+        trial = study.ask()
+        trial.set_user_attr("proxy/snip", proxy)
+        if state != TrialState.RUNNING:
+            study.tell(trial, 0.5 if state == TrialState.COMPLETE else None, state=state)
+    study.ask().set_user_attr("rejected", "over budget")  # never reached the rung
+    now = study.ask()
+    now.set_user_attr("proxy/snip", 0.6)
+    scores = rung_scores(study.get_trials(deepcopy=False), "proxy/snip", now.number)
+    assert sorted(scores) == [0.1, 0.2, 0.7, 0.8, 0.9]  # median 0.7: 0.6 is pruned
+    assert proxy_rung_prunes(_config(tmp_path), 0.6, scores)
+    assert not proxy_rung_prunes(_config(tmp_path), 0.75, scores)
+    # Over the complete trials alone (median 0.85) 0.75 would be pruned too.
+    assert proxy_rung_prunes(_config(tmp_path), 0.75, [0.9, 0.8])
 
 
 def test_stage_scores_drive_the_configs_median_pruner(tmp_path):
