@@ -30,7 +30,8 @@ A search config is a YAML file (read with ``yaml.safe_load``)::
     stages:
       - {type: complexity}                       # reject over-budget candidates
       - {type: proxy, proxies: [id_mean, params], num_images: 8, report: id_mean}
-      #   (report: null records the proxies without reporting one to the pruner)
+      #   (report: null records the proxies without reporting one to the pruner;
+      #   n_startup_trials: N scores before the rung prunes, default the pruner's)
       - {type: train, name: short, epochs: 2}    # the same run, continued by
       - {type: train, name: full, epochs: 6,     # the next train stage; with
          report_every_epoch: true}               # report_every_epoch it validates after
@@ -43,9 +44,9 @@ stage 2's first epoch after stage 1's 2 epochs is step 3), so Optuna's median,
 successive-halving and Hyperband pruners and Ray Tune's ASHA compare trials epoch by
 epoch. A proxy stage's ``report`` proxy is a rung of its own, never a step of that
 axis: a trial whose proxy is worse (in the first objective's direction) than the
-median of every earlier trial's score at that rung, pruned ones included (after
-``pruner.n_startup_trials`` scores, default 2; the Ray driver: ASHA's cutoff, the top
-``1 / reduction_factor``) is pruned after the proxy stage; ``pruner: {type: none}``
+median of every earlier trial's score at that rung, pruned ones included (after the
+stage's ``n_startup_trials`` scores, else ``pruner.n_startup_trials``, default 2; the Ray
+driver: ASHA's cutoff, the top ``1 / reduction_factor``) is pruned after the proxy stage; ``pruner: {type: none}``
 turns both off. Proxy scores are recorded as trial user attributes ``proxy/<name>``.
 A named sampler gets ``sampler.seed`` (else ``seed``) when it takes a ``seed`` argument.
 
@@ -102,7 +103,7 @@ ID_GUIDED_METRICS = ("macs", "params")
 _PRETRAIN_KEYS = {"source", "checkpoint", "epochs", "batch_size", "lr", "sha256"}
 _STAGE_KEYS = {
     "complexity": {"type", "name"},
-    "proxy": {"type", "name", "proxies", "num_images", "report", "layers"},
+    "proxy": {"type", "name", "proxies", "num_images", "report", "layers", "n_startup_trials"},
     "train": {"type", "name", "epochs", "cfg_options", "report_every_epoch"},
 }
 
@@ -300,6 +301,10 @@ def _stage(path: Path, i: int, raw: Any) -> Stage:
         report = options.setdefault("report", proxies[0])
         if report is not None and report not in proxies:
             raise _fail(path, f"{key}.report", f"'{report}' is not among this stage's proxies")
+        startup = options.get("n_startup_trials", 0)
+        if isinstance(startup, bool) or not isinstance(startup, int) or startup < 0:
+            raise _fail(path, f"{key}.n_startup_trials",
+                        f"must be a non-negative integer, got {startup!r}")
         options.setdefault("num_images", 8)
     return Stage(type=kind, name=str(raw.get("name", kind if kind != "train" else f"train{i}")),
                  options=options)

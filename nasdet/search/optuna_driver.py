@@ -280,7 +280,7 @@ class OptunaSearch:
             return
         key = f"proxy/{stage.options['report']}"
         others = rung_scores(trial.study.get_trials(deepcopy=False), key, trial.number)
-        if proxy_rung_prunes(self.config, float(value), others):
+        if proxy_rung_prunes(self.config, float(value), others, stage):
             trial.set_user_attr("pruned_after", stage.name)
             raise optuna.TrialPruned(f"pruned after stage '{stage.name}' ({key} below "
                                      "the median)")

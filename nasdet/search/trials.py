@@ -274,23 +274,28 @@ def rung_scores(trials: Iterable[optuna.trial.FrozenTrial], key: str, number: in
     return [float(t.user_attrs[key]) for t in trials if t.number != number and key in t.user_attrs]
 
 
-def proxy_rung_prunes(config: SearchConfig, value: float, others: Iterable[float]) -> bool:
+def proxy_rung_prunes(config: SearchConfig, value: float, others: Iterable[float],
+                      stage: Stage | None = None) -> bool:
     """Whether a proxy score is worse than the median of the rung's earlier scores.
 
-    The median rule (``pruner.n_startup_trials`` scores first, default 2), compared in
-    the first objective's direction, over every trial that reached the rung, whatever
-    became of it: what ``benchmarks/search_efficiency.py`` replays.
+    The median rule (the stage's ``n_startup_trials`` scores first, else the pruner's,
+    default 2), compared in the first objective's direction, over every trial that
+    reached the rung, whatever became of it: what ``benchmarks/search_efficiency.py``
+    replays.
 
     Args:
         config: The search config.
         value: This trial's proxy score.
         others: The same proxy's scores of the study's other trials (complete, pruned,
             running or failed).
+        stage: The proxy stage (its ``n_startup_trials``, if it has one).
     """
     if config.multi_objective or config.pruner.get("type") == "none" or not math.isfinite(value):
         return False
     values = [float(v) for v in others if math.isfinite(float(v))]
-    if not values or len(values) < int(config.pruner.get("n_startup_trials", 2)):
+    options = stage.options if stage is not None else {}
+    startup = options.get("n_startup_trials", config.pruner.get("n_startup_trials", 2))
+    if not values or len(values) < int(startup):
         return False
     median = float(np.median(values))
     return value < median if config.objectives[0].direction == "maximize" else value > median

@@ -96,6 +96,31 @@ def test_tpe_with_median_pruning_as_shipped(tmp_path, tiny_det_root, tiny_space)
                 ["maximize"])
 
 
+def test_snip_rung_as_shipped_counts_every_trial_that_reached_it(tmp_path, tiny_det_root,
+                                                                 tiny_space):
+    """The benchmark space's config: its sampler, pruner and rung as shipped (5 start-up
+    scores), on a cheap objective instead of 16 epochs."""
+    shipped = yaml.safe_load((CONFIGS / "search/tiny_synth_arch.yaml").read_text())
+    assert shipped["sampler"] == {"type": "tpe", "n_startup_trials": 5}
+    rung = next(s for s in shipped["stages"] if s["type"] == "proxy")
+    assert (rung["report"], rung["n_startup_trials"]) == ("snip", 5)
+    path = _shipped("tiny_synth_arch.yaml", tmp_path, tiny_space, n_trials=9,
+                    objectives=[{"metric": "params", "direction": "maximize"}],
+                    stages=[{"type": "complexity"}, {**rung, "num_images": 2}])
+    work = tmp_path / "work"
+    run_search(path, work, data_root=tiny_det_root, cfg_options=FAST)
+    study = optuna.load_study(study_name=path.stem, storage=f"sqlite:///{work / 'study.db'}")
+    scored = [t for t in study.trials if "proxy/snip" in t.user_attrs]
+    assert len(scored) >= 7, [t.user_attrs for t in study.trials]
+    pruned = 0
+    for t in scored:
+        before = [o.user_attrs["proxy/snip"] for o in scored if o.number < t.number]
+        below = len(before) >= 5 and t.user_attrs["proxy/snip"] < float(np.median(before))
+        assert (t.state.name == "PRUNED") == below, (t.number, before)
+        pruned += below
+    assert pruned, "the rung pruned nothing: the test says nothing about its rule"
+
+
 def _pareto_front(trials: list[optuna.trial.FrozenTrial],
                   directions: list[str]) -> set[int]:
     """Numbers of the complete trials that no other complete trial dominates."""

@@ -58,6 +58,8 @@ def test_good_config_and_its_metrics(tmp_path):
     ({"stages": [{"type": "train", "epochs": 3, "name": "a"},
                  {"type": "train", "epochs": 2, "name": "b"}]}, "stages", "must increase"),
     ({"stages": [{"type": "train", "epochs": 1, "lr": 3}]}, r"stages\[0\]\.lr", "unknown key"),
+    ({"stages": [{"type": "proxy", "n_startup_trials": -1}]},
+     r"stages\[0\]\.n_startup_trials", "non-negative integer, got -1"),
     ({"sampler": {"type": "grid"}}, r"sampler\.type", "must be one of"),
 ])
 def test_bad_configs_name_file_and_key(tmp_path, change, key, message):

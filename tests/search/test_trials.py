@@ -182,6 +182,9 @@ def test_proxy_rung_prunes_below_the_hand_computed_median(tmp_path):
     late = _config(tmp_path, pruner={"type": "median", "n_startup_trials": 4})
     assert not proxy_rung_prunes(late, 0.1, others)
     assert proxy_rung_prunes(late, 0.1, [*others, 0.5])
+    stage = Stage("proxy", "proxy", {"report": "snip", "n_startup_trials": 4})  # over pruner's
+    assert not proxy_rung_prunes(up, 0.1, others, stage)
+    assert proxy_rung_prunes(up, 0.1, [*others, 0.5], stage)
     assert not proxy_rung_prunes(_config(tmp_path, pruner={"type": "none"}), 0.1, others)
     multi = _config(tmp_path, objectives=(("ap50", "maximize"), ("macs", "minimize")))
     assert not proxy_rung_prunes(multi, 0.1, others)
