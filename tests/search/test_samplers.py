@@ -99,12 +99,12 @@ def test_tpe_with_median_pruning_as_shipped(tmp_path, tiny_det_root, tiny_space)
 def test_snip_rung_as_shipped_counts_every_trial_that_reached_it(tmp_path, tiny_det_root,
                                                                  tiny_space):
     """The benchmark space's config: its sampler, pruner and rung as shipped (5 start-up
-    scores), on a cheap objective instead of 16 epochs."""
+    scores), on a cheap objective instead of 16 epochs (its base is the other space's)."""
     shipped = yaml.safe_load((CONFIGS / "search/tiny_synth_arch.yaml").read_text())
     assert shipped["sampler"] == {"type": "tpe", "n_startup_trials": 5}
     rung = next(s for s in shipped["stages"] if s["type"] == "proxy")
     assert (rung["report"], rung["n_startup_trials"]) == ("snip", 5)
-    path = _shipped("tiny_synth_arch.yaml", tmp_path, tiny_space, n_trials=9,
+    path = _shipped("tiny_synth_arch.yaml", tmp_path, tiny_space, n_trials=9, enqueue=[],
                     objectives=[{"metric": "params", "direction": "maximize"}],
                     stages=[{"type": "complexity"}, {**rung, "num_images": 2}])
     work = tmp_path / "work"
