@@ -14,6 +14,9 @@ candidate predictor of that target with :func:`nasdet.utils.stats.proxy_statisti
   and 2 of the same run (its cost: those epochs' training seconds);
 * rank aggregates of each ID proxy with log #params (AZ-NAS's way of combining terms).
 
+:func:`id_guided_gain` holds each trained ID-guided proposal (widths proportional to its
+source's stage ID, at no more MACs) against the architecture it came from.
+
 Costs are the predictor's seconds over the training seconds of one architecture to the
 target epoch (median over architectures), both on one CPU thread.
 """
@@ -27,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from nasdet.benchmark.table import Benchmark, load_benchmark
-from nasdet.utils.stats import proxy_statistics, rank_aggregate, test_retest
+from nasdet.utils.stats import mean_difference, proxy_statistics, rank_aggregate, test_retest
 
 #: Test–retest τ a target must reach to rank architectures reproducibly.
 RETEST_GOAL = 0.6
@@ -93,7 +96,7 @@ def analyse(bench: Benchmark, *, metric: str = "ap", n_resamples: int = 2000,
         A JSON-ready dict (``retest``, ``target_epoch``, ``target_reason``,
         ``predictors``, ``goal``, sizes and units).
     """
-    bench = bench.sampled()  # proposal rows are not of the random population
+    full, bench = bench, bench.sampled()  # proposal rows are not of the random population
     epochs = bench.epochs
     pairs = bench.seed_pairs()
     retest = []
@@ -146,6 +149,8 @@ def analyse(bench: Benchmark, *, metric: str = "ap", n_resamples: int = 2000,
             "target_epoch": target_epoch, "target_reason": reason, "stability": stability,
             "target_range": [float(min(target)), float(max(target))] if target else None,
             "predictors": results, "goal": goal, "meta": bench.meta,
+            "id_guided": id_guided_gain(full, metric=metric, epoch=target_epoch,
+                                        n_resamples=n_resamples, seed=seed),
             # the training bill per architecture, machines put on one scale (table.py)
             "train_seconds": [float(sum(bench.epoch_costs(r)[:target_epoch])) for r in rows],
             "machine_scales": bench.machine_scales,
@@ -153,6 +158,58 @@ def analyse(bench: Benchmark, *, metric: str = "ap", n_resamples: int = 2000,
                       "cost_fraction": "predictor seconds / training seconds to the target "
                                        "epoch, median over architectures (one CPU thread)",
                       "intervals": "95% BCa bootstrap over architectures"}}
+
+
+def id_guided_gain(bench: Benchmark, *, metric: str = "ap", epoch: int | None = None,
+                   n_resamples: int = 2000, seed: int = 0) -> dict[str, Any] | None:
+    """Each trained ID-guided proposal against its source architecture (paired).
+
+    The seed paper's claim is that widths from the eigenspectrum keep AP at fewer
+    parameters. The source's AP is the run the proposal was made from; a source chosen
+    because that run went well regresses to its mean, so where the source was also
+    trained with another seed the proposal is compared with that run too (free of the
+    selection), and the seed-to-seed noise of one training is given beside them.
+
+    Returns:
+        None without a proposal whose source is in the table, else ``{"n", "delta",
+        "delta_other_seed", "params_ratio", "fewer_params", "macs_ratio", "seed_sd",
+        "source_mean", "population_mean", "epoch", "metric"}`` (``delta*``:
+        :func:`mean_difference` of proposal minus source; ratios: median proposal /
+        source; ``fewer_params``: the share of proposals smaller than their source).
+    """
+    e = bench.epochs if epoch is None else int(epoch)
+    by_run = {(r["arch_id"], r["seed"]): r for r in bench.rows}
+    runs: dict[int, list[dict[str, Any]]] = {}
+    for r in bench.rows:
+        runs.setdefault(r["arch_id"], []).append(r)
+    props = [r for r in bench.rows if r.get("origin") == "id_guided"
+             and (r.get("source_arch"), r.get("source_seed")) in by_run
+             and r["seed"] == min(x["seed"] for x in runs[r["arch_id"]])]
+    if not props:
+        return None
+    sources = [by_run[(p["source_arch"], p["source_seed"])] for p in props]
+    others = [(p, next(o for o in runs[p["source_arch"]] if o["seed"] != p["source_seed"]))
+              for p in props if any(o["seed"] != p["source_seed"] for o in runs[p["source_arch"]])]
+    pairs = bench.sampled().seed_pairs()
+    gaps = [a[metric][e - 1] - b[metric][e - 1] for a, b in pairs]
+    population = bench.target(bench.sampled().first_seed(), metric, e)
+    return {
+        "metric": metric, "epoch": e, "n": len(props),
+        "delta": mean_difference([p[metric][e - 1] for p in props],
+                                 [s[metric][e - 1] for s in sources],
+                                 n_resamples=n_resamples, seed=seed),
+        "delta_other_seed": mean_difference([p[metric][e - 1] for p, _ in others],
+                                            [o[metric][e - 1] for _, o in others],
+                                            n_resamples=n_resamples, seed=seed),
+        "params_ratio": float(np.median(ratio := [p["n_params"] / s["n_params"]
+                                                  for p, s in zip(props, sources, strict=True)])),
+        "fewer_params": float(np.mean(np.asarray(ratio) < 1)),
+        "macs_ratio": float(np.median([p["macs"] / s["macs"]
+                                       for p, s in zip(props, sources, strict=True)])),
+        # one training's seed SD: the SD of a two-seed difference over sqrt(2)
+        "seed_sd": float(np.std(gaps, ddof=1) / math.sqrt(2)) if len(gaps) > 1 else math.nan,
+        "source_mean": float(np.mean([s[metric][e - 1] for s in sources])),
+        "population_mean": float(np.mean(population)) if population else math.nan}
 
 
 def _goal(results: dict[str, dict[str, Any]]) -> dict[str, Any]:

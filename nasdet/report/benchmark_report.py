@@ -10,8 +10,10 @@ from nasdet.report.plotting import new_figure, save_figure
 from nasdet.utils.io import atomic_write_text
 
 
-def _ci(v: list[float]) -> str:
-    return "[n/a]" if not all(math.isfinite(x) for x in v) else f"[{v[0]:+.2f}, {v[1]:+.2f}]"
+def _ci(v: list[float], digits: int = 2) -> str:
+    if not all(math.isfinite(x) for x in v):
+        return "[n/a]"
+    return f"[{v[0]:+.{digits}f}, {v[1]:+.{digits}f}]"
 
 
 def _num(v: float, fmt: str = "+.2f") -> str:
@@ -53,6 +55,31 @@ def plot_forest(result: dict[str, Any], path: Path, key: str, xlabel: str) -> Pa
     ax.set_yticklabels([n for n, _ in items], fontsize=7)
     ax.axvline(0.0, color="k", lw=1)
     return save_figure(fig, path)
+
+
+def _id_guided_lines(gain: dict[str, Any] | None) -> list[str]:
+    """The ID-guided proposals against their sources (``analysis.id_guided_gain``)."""
+    if not gain:
+        return []
+    m, d, o = gain["metric"].upper(), gain["delta"], gain["delta_other_seed"]
+    lines = ["## ID-guided widths against their sources", "",
+             f"{gain['n']} trained proposals (backbone widths proportional to the source's "
+             f"stage ID at epoch {gain['epoch']}, at no more MACs), each against the "
+             "architecture it came from, paired; 95% BCa intervals over proposals.", "",
+             "| compared with | n | mean delta " + m + " [95% CI] | proposal better |",
+             "|---|---:|---|---:|",
+             f"| the source's run it came from | {d['n']} | {_num(d['mean'], '+.3f')} "
+             f"{_ci(d['ci'], 3)} | {_num(100 * d['positive'], '.0f')}% |"]
+    if o["n"]:
+        lines.append(f"| the source's other seed | {o['n']} | {_num(o['mean'], '+.3f')} "
+                     f"{_ci(o['ci'], 3)} | {_num(100 * o['positive'], '.0f')}% |")
+    lines += ["", f"Median #params ratio {gain['params_ratio']:.2f} (proposal / source; "
+              f"{100 * gain['fewer_params']:.0f}% of the proposals are smaller), median MACs "
+              f"ratio {gain['macs_ratio']:.2f}. One training's seed-to-seed SD of {m}: "
+              f"{gain['seed_sd']:.3f}. Mean {m} of the sources {gain['source_mean']:.3f}, of "
+              f"the sampled population {gain['population_mean']:.3f} (a source picked for a "
+              "good run would regress to its mean: the other-seed row is free of that).", ""]
+    return lines
 
 
 def write_benchmark_report(result: dict[str, Any], out_dir: str | Path) -> Path:
@@ -132,4 +159,5 @@ def write_benchmark_report(result: dict[str, Any], out_dir: str | Path) -> Path:
     if notes:
         lines += ["", "Notes: " + "; ".join(notes) + "."]
     lines += ["", f"Rule of the goal: {goal['rule']}.", ""]
+    lines += _id_guided_lines(result.get("id_guided"))
     return atomic_write_text(out / "report.md", "\n".join(lines))

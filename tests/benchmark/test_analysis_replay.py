@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from nasdet.benchmark.analysis import analyse, report
+from nasdet.benchmark.analysis import analyse, id_guided_gain, report
 from nasdet.benchmark.replay import (
     CHANCE,
     Strategy,
@@ -48,6 +48,53 @@ def test_a_handful_of_seed_pairs_does_not_choose_the_target_epoch(synthetic_tabl
     # Every run's curve is its final AP times one shared factor: epochs 5 and 6 rank alike.
     assert result["stability"]["epochs"] == [5, 6]
     assert result["stability"]["tau"] == pytest.approx(1.0)
+
+
+def _with_proposals(bench, gains: list[float]):
+    """Proposal rows of archs 0.. (two seeds each in the table): AP + gain, half the params."""
+    import copy
+
+    props = []
+    for i, gain in enumerate(gains):
+        source = next(r for r in bench.rows if (r["arch_id"], r["seed"]) == (i, 0))
+        row = copy.deepcopy(source)
+        row.update(arch_id=10_000 + i, origin="id_guided", source_arch=i, source_seed=0,
+                   n_params=source["n_params"] / 2, macs=source["macs"] * 0.9,
+                   ap=[v + gain for v in source["ap"]])
+        props.append(row)
+    bench.rows = [*bench.rows, *props]
+    return bench
+
+
+def test_id_guided_proposals_are_held_against_their_sources(synthetic_table, tmp_path):
+    from nasdet.report.benchmark_report import write_benchmark_report
+
+    bench = load_benchmark(synthetic_table)
+    assert id_guided_gain(bench) is None  # no proposal rows
+    gains = [0.01, 0.03, -0.02, 0.04, 0.02]
+    bench = _with_proposals(bench, gains)
+    gain = id_guided_gain(bench, epoch=6, n_resamples=300)
+    assert gain["n"] == 5 and gain["delta"]["mean"] == pytest.approx(np.mean(gains))
+    assert gain["delta"]["positive"] == pytest.approx(4 / 5)
+    lo, hi = gain["delta"]["ci"]
+    assert lo < np.mean(gains) < hi and min(gains) <= lo and hi <= max(gains)
+    assert gain["params_ratio"] == pytest.approx(0.5) and gain["fewer_params"] == 1.0
+    assert gain["macs_ratio"] == pytest.approx(0.9)
+    # Against the sources' second seed: the gains plus that seed's own difference.
+    pairs = {a["arch_id"]: b["ap"][5] - a["ap"][5] for a, b in bench.sampled().seed_pairs()}
+    other = [g - pairs[i] for i, g in enumerate(gains)]
+    assert gain["delta_other_seed"]["mean"] == pytest.approx(np.mean(other))
+    gaps = list(pairs.values())
+    assert gain["seed_sd"] == pytest.approx(np.std(gaps, ddof=1) / np.sqrt(2))
+    # Proposals are not of the sampled population: its statistics are unchanged.
+    assert gain["population_mean"] == pytest.approx(
+        np.mean(bench.target(bench.sampled().first_seed(), "ap", 6)))
+    result = analyse(bench, n_resamples=100)
+    assert result["architectures"] == 40 and result["id_guided"]["n"] == 5
+    text = write_benchmark_report(result, tmp_path / "report").read_text()
+    assert "## ID-guided widths against their sources" in text
+    assert "| the source's run it came from | 5 | +0.016 [" in text
+    assert "Median #params ratio 0.50 (proposal / source; 100% of the proposals" in text
 
 
 def test_report_writes_markdown_and_plots(synthetic_table):

@@ -13,6 +13,7 @@ from nasdet.utils.stats import (
     _counts,
     _Taus,
     kendall_tau_b,
+    mean_difference,
     null_sd_kendall,
     partial_kendall,
     proxy_statistics,
@@ -199,3 +200,22 @@ def test_rank_aggregate_mean_and_log_of_ranks():
     assert math.isnan(with_nan[1]) and with_nan.tolist()[0::2] == [2.0, 1.5]
     with pytest.raises(ValueError):
         rank_aggregate([1.0], [1.0, 2.0])
+
+
+def test_mean_difference_is_scipys_paired_bca_interval_of_the_mean():
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.2, 0.05, 30)
+    b = a - rng.normal(0.01, 0.02, 30)
+    b[4] = np.nan  # a pair with a missing side is left out
+    got = mean_difference(a, b, n_resamples=999, seed=7)
+    keep = np.isfinite(b)
+    d = a[keep] - b[keep]
+    assert got["n"] == 29 and got["mean"] == pytest.approx(d.mean(), abs=1e-15)
+    assert got["positive"] == pytest.approx(np.mean(d > 0))
+    ref = sps.bootstrap((d,), np.mean, n_resamples=999, method="BCa",
+                        rng=np.random.default_rng(7)).confidence_interval
+    # Resampling indices or values draws the same pairs: the same interval up to the
+    # order of the float sums (a few ulps of values ~0.01).
+    assert got["ci"] == pytest.approx([ref.low, ref.high], abs=1e-12)
+    same = mean_difference([0.3, 0.5, 0.4], [0.2, 0.4, 0.3])  # every difference 0.1
+    assert same["mean"] == pytest.approx(0.1) and same["ci"] == pytest.approx([0.1, 0.1])
