@@ -168,11 +168,15 @@ def id_guided_gain(bench: Benchmark, *, metric: str = "ap", epoch: int | None = 
     parameters. The source's AP is the run the proposal was made from; a source chosen
     because that run went well regresses to its mean, so where the source was also
     trained with another seed the proposal is compared with that run too (free of the
-    selection), and the seed-to-seed noise of one training is given beside them.
+    selection), and the seed-to-seed noise of one training is given beside them. What
+    size alone predicts is the control: AP fitted on log MACs and log #params over the
+    sampled population, the proposal's fitted AP minus its source's; ``beyond_size`` is
+    the observed difference minus that.
 
     Returns:
         None without a proposal whose source is in the table, else ``{"n", "delta",
-        "delta_other_seed", "params_ratio", "fewer_params", "macs_ratio", "seed_sd",
+        "delta_other_seed", "beyond_size", "size_model", "params_ratio", "fewer_params",
+        "macs_ratio", "seed_sd",
         "source_mean", "population_mean", "epoch", "metric"}`` (``delta*``:
         :func:`mean_difference` of proposal minus source; ratios: median proposal /
         source; ``fewer_params``: the share of proposals smaller than their source).
@@ -192,7 +196,11 @@ def id_guided_gain(bench: Benchmark, *, metric: str = "ap", epoch: int | None = 
               for p in props if any(o["seed"] != p["source_seed"] for o in runs[p["source_arch"]])]
     pairs = bench.sampled().seed_pairs()
     gaps = [a[metric][e - 1] - b[metric][e - 1] for a, b in pairs]
-    population = bench.target(bench.sampled().first_seed(), metric, e)
+    sampled = bench.sampled().first_seed()
+    population = bench.target(sampled, metric, e)
+    model = _size_model(sampled, population)
+    observed = [p[metric][e - 1] - s[metric][e - 1] for p, s in zip(props, sources, strict=True)]
+    expected = [model["fit"](p) - model["fit"](s) for p, s in zip(props, sources, strict=True)]
     return {
         "metric": metric, "epoch": e, "n": len(props),
         "delta": mean_difference([p[metric][e - 1] for p in props],
@@ -201,6 +209,9 @@ def id_guided_gain(bench: Benchmark, *, metric: str = "ap", epoch: int | None = 
         "delta_other_seed": mean_difference([p[metric][e - 1] for p, _ in others],
                                             [o[metric][e - 1] for _, o in others],
                                             n_resamples=n_resamples, seed=seed),
+        "beyond_size": {**mean_difference(observed, expected, n_resamples=n_resamples,
+                                          seed=seed), "expected": float(np.mean(expected))},
+        "size_model": {k: v for k, v in model.items() if k != "fit"},
         "params_ratio": float(np.median(ratio := [p["n_params"] / s["n_params"]
                                                   for p, s in zip(props, sources, strict=True)])),
         "fewer_params": float(np.mean(np.asarray(ratio) < 1)),
@@ -210,6 +221,26 @@ def id_guided_gain(bench: Benchmark, *, metric: str = "ap", epoch: int | None = 
         "seed_sd": float(np.std(gaps, ddof=1) / math.sqrt(2)) if len(gaps) > 1 else math.nan,
         "source_mean": float(np.mean([s[metric][e - 1] for s in sources])),
         "population_mean": float(np.mean(population)) if population else math.nan}
+
+
+def _size_model(rows: list[dict[str, Any]], target: list[float]) -> dict[str, Any]:
+    """Least squares ``target ~ 1 + log MACs + log #params``: coefficients, SEs, ``fit(row)``."""
+    def features(r: dict[str, Any]) -> np.ndarray:
+        return np.array([1.0, math.log(r["macs"]), math.log(r["n_params"])])
+
+    x = np.array([features(r) for r in rows])
+    y = np.asarray(target, dtype=float)
+    if len(y) <= x.shape[1]:
+        nan = math.nan
+        return {"n": len(y), "log_macs": [nan, nan], "log_params": [nan, nan],
+                "fit": lambda r: nan}
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    resid = y - x @ coef
+    cov = resid @ resid / (len(y) - x.shape[1]) * np.linalg.pinv(x.T @ x)
+    se = np.sqrt(np.diag(cov))
+    return {"n": len(y), "log_macs": [float(coef[1]), float(se[1])],
+            "log_params": [float(coef[2]), float(se[2])],
+            "fit": lambda r: float(features(r) @ coef)}
 
 
 def _goal(results: dict[str, dict[str, Any]]) -> dict[str, Any]:

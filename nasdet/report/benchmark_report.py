@@ -61,7 +61,7 @@ def _id_guided_lines(gain: dict[str, Any] | None) -> list[str]:
     """The ID-guided proposals against their sources (``analysis.id_guided_gain``)."""
     if not gain:
         return []
-    m, d, o = gain["metric"].upper(), gain["delta"], gain["delta_other_seed"]
+    m, d, o, z = gain["metric"].upper(), gain["delta"], gain["delta_other_seed"], gain["beyond_size"]
     lines = ["## ID-guided widths against their sources", "",
              f"{gain['n']} trained proposals (backbone widths proportional to the source's "
              f"stage ID at epoch {gain['epoch']}, at no more MACs), each against the "
@@ -73,12 +73,21 @@ def _id_guided_lines(gain: dict[str, Any] | None) -> list[str]:
     if o["n"]:
         lines.append(f"| the source's other seed | {o['n']} | {_num(o['mean'], '+.3f')} "
                      f"{_ci(o['ci'], 3)} | {_num(100 * o['positive'], '.0f')}% |")
+    lines.append(f"| what size predicts (fit on log MACs, log #params) | {z['n']} | "
+                 f"{_num(z['mean'], '+.3f')} {_ci(z['ci'], 3)} beyond its "
+                 f"{_num(z['expected'], '+.3f')} | {_num(100 * z['positive'], '.0f')}% |")
+    size = gain["size_model"]
     lines += ["", f"Median #params ratio {gain['params_ratio']:.2f} (proposal / source; "
               f"{100 * gain['fewer_params']:.0f}% of the proposals are smaller), median MACs "
               f"ratio {gain['macs_ratio']:.2f}. One training's seed-to-seed SD of {m}: "
               f"{gain['seed_sd']:.3f}. Mean {m} of the sources {gain['source_mean']:.3f}, of "
               f"the sampled population {gain['population_mean']:.3f} (a source picked for a "
-              "good run would regress to its mean: the other-seed row is free of that).", ""]
+              "good run would regress to its mean: the other-seed row is free of that). "
+              f"Size model over the {size['n']} sampled architectures: {m} = a + "
+              f"{size['log_macs'][0]:.4f} (SE {size['log_macs'][1]:.4f}) log MACs + "
+              f"{size['log_params'][0]:.4f} (SE {size['log_params'][1]:.4f}) log #params; "
+              "its row says how much of the proposals' result any architecture of their "
+              "MACs and #params would have had.", ""]
     return lines
 
 

@@ -72,6 +72,11 @@ def test_id_guided_proposals_are_held_against_their_sources(synthetic_table, tmp
     bench = load_benchmark(synthetic_table)
     assert id_guided_gain(bench) is None  # no proposal rows
     gains = [0.01, 0.03, -0.02, 0.04, 0.02]
+    rng = np.random.default_rng(1)
+    for arch in range(40):  # MACs of their own (the table's are 100 x #params)
+        factor = rng.uniform(50, 150)
+        for r in bench.rows:
+            r["macs"] = r["n_params"] * factor if r["arch_id"] == arch else r["macs"]
     bench = _with_proposals(bench, gains)
     gain = id_guided_gain(bench, epoch=6, n_resamples=300)
     assert gain["n"] == 5 and gain["delta"]["mean"] == pytest.approx(np.mean(gains))
@@ -86,6 +91,20 @@ def test_id_guided_proposals_are_held_against_their_sources(synthetic_table, tmp
     assert gain["delta_other_seed"]["mean"] == pytest.approx(np.mean(other))
     gaps = list(pairs.values())
     assert gain["seed_sd"] == pytest.approx(np.std(gaps, ddof=1) / np.sqrt(2))
+    # The size control: scikit-learn's least squares of AP on log MACs and log #params.
+    from sklearn.linear_model import LinearRegression
+
+    pop = bench.sampled().first_seed()
+    feats = [[np.log(r["macs"]), np.log(r["n_params"])] for r in pop]
+    fit = LinearRegression().fit(feats, [r["ap"][5] for r in pop])
+    props = [r for r in bench.rows if r.get("origin") == "id_guided"]
+    srcs = [next(r for r in pop if r["arch_id"] == p["source_arch"]) for p in props]
+    expected = fit.predict([[np.log(r["macs"]), np.log(r["n_params"])] for r in props]) - \
+        fit.predict([[np.log(r["macs"]), np.log(r["n_params"])] for r in srcs])
+    assert gain["beyond_size"]["expected"] == pytest.approx(expected.mean(), abs=1e-9)
+    assert gain["beyond_size"]["mean"] == pytest.approx(np.mean(gains) - expected.mean(),
+                                                        abs=1e-9)
+    assert gain["size_model"]["log_params"][0] == pytest.approx(fit.coef_[1], rel=1e-6)
     # Proposals are not of the sampled population: its statistics are unchanged.
     assert gain["population_mean"] == pytest.approx(
         np.mean(bench.target(bench.sampled().first_seed(), "ap", 6)))
@@ -95,6 +114,7 @@ def test_id_guided_proposals_are_held_against_their_sources(synthetic_table, tmp
     assert "## ID-guided widths against their sources" in text
     assert "| the source's run it came from | 5 | +0.016 [" in text
     assert "Median #params ratio 0.50 (proposal / source; 100% of the proposals" in text
+    assert "| what size predicts (fit on log MACs, log #params) | 5 | " in text
 
 
 def test_report_writes_markdown_and_plots(synthetic_table):
