@@ -46,7 +46,8 @@ epoch. A proxy stage's ``report`` proxy is a rung of its own, never a step of th
 axis: a trial whose proxy is worse (in the first objective's direction) than the
 median of every earlier trial's score at that rung, pruned ones included (after the
 stage's ``n_startup_trials`` scores, else ``pruner.n_startup_trials``, default 2; the Ray
-driver: ASHA's cutoff, the top ``1 / reduction_factor``) is pruned after the proxy stage; ``pruner: {type: none}``
+driver: ASHA's cutoff, the top ``1 / reduction_factor``, after the stage's
+``n_startup_trials``, default 1) is pruned after the proxy stage; ``pruner: {type: none}``
 turns both off. Proxy scores are recorded as trial user attributes ``proxy/<name>``.
 A named sampler gets ``sampler.seed`` (else ``seed``) when it takes a ``seed`` argument.
 

@@ -418,6 +418,8 @@ class RaySearch:
                 if any(s.type == "train" for s in self.config.stages) else 1
             scheduler = EpochASHAScheduler(
                 n_stages=n_stages, time_attr="epoch", metric="score", mode=_mode(objectives[0].direction),
+                startup={s.name: s.options["n_startup_trials"] for s in self.config.stages
+                         if "n_startup_trials" in s.options},
                 grace_period=1, max_t=max(2, last), reduction_factor=self.reduction_factor,
                 stop_last_trials=False)
         else:

@@ -180,19 +180,22 @@ class EpochASHAScheduler(ASHAScheduler):
     so far), so ASHA's rungs are epochs. A proxy stage's result carries its ``report``
     proxy as ``proxy_score`` (``score`` NaN, ``epoch`` 0: no rung of the epoch axis);
     this scheduler stops it by ASHA's rule on a rung of its own: below the top
-    ``1 / reduction_factor`` of the proxy scores recorded before it. A trial's last
-    stage is its end, not a rung.
+    ``1 / reduction_factor`` of the proxy scores recorded before it (once the stage's
+    ``n_startup_trials`` are, default 1). A trial's last stage is its end, not a rung.
 
     Args:
         n_stages: Stages of a complete trial.
         reduction_factor: ASHA's reduction factor.
         mode: ``max`` or ``min`` (the first objective's).
+        startup: Proxy stage name -> scores recorded before its rung stops a trial.
         **kwargs: ``ASHAScheduler``'s other arguments.
     """
 
-    def __init__(self, *, n_stages: int, reduction_factor: float, mode: str, **kwargs: Any):
+    def __init__(self, *, n_stages: int, reduction_factor: float, mode: str,
+                 startup: dict[str, int] | None = None, **kwargs: Any):
         super().__init__(reduction_factor=reduction_factor, mode=mode, **kwargs)
         self._n_stages = n_stages
+        self._startup = dict(startup or {})
         self._proxy_rf = float(reduction_factor)
         self._proxy_sign = 1.0 if mode == "max" else -1.0
         self._proxy_rung: dict[tuple[str, str], float] = {}
@@ -208,7 +211,7 @@ class EpochASHAScheduler(ASHAScheduler):
             recorded = [v for (stage, _), v in self._proxy_rung.items() if stage == key[0]]
             value = self._proxy_sign * float(proxy)
             self._proxy_rung[key] = value
-            if recorded:
+            if recorded and len(recorded) >= self._startup.get(key[0], 1):
                 import numpy as np
 
                 cutoff = float(np.nanpercentile(recorded, (1 - 1 / self._proxy_rf) * 100))

@@ -226,6 +226,15 @@ def test_ray_asha_rungs_are_epochs_and_proxies_a_rung_of_their_own():
     d = SimpleNamespace(trial_id="d")
     asha.on_trial_add(None, d)
     assert proxy(d, -100.0, stages_done=3) == "CONTINUE"
+    # The stage's n_startup_trials: its rung waits for that many scores.
+    late = EpochASHAScheduler(n_stages=3, time_attr="epoch", metric="score", mode="max",
+                              grace_period=1, max_t=4, reduction_factor=2,
+                              stop_last_trials=False, startup={"proxy": 2})
+    for t, value, verdict in ((a, 5.0, "CONTINUE"), (b, 3.0, "CONTINUE"), (c, 3.5, "STOP")):
+        late.on_trial_add(None, t)
+        assert late.on_trial_result(None, t, {"stage_name": "proxy", "proxy_score": value,
+                                              "score": nan, "epoch": 0,
+                                              "stages_done": 1}) == verdict
 
 
 @pytest.mark.slow
