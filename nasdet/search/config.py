@@ -30,8 +30,7 @@ A search config is a YAML file (read with ``yaml.safe_load``)::
     stages:
       - {type: complexity}                       # reject over-budget candidates
       - {type: proxy, proxies: [id_mean, params], num_images: 8, report: id_mean}
-      #   (report: null records the proxies without reporting one to the pruner;
-      #   n_startup_trials: N scores before the rung prunes, default the pruner's)
+      #   (report: null: no rung; n_startup_trials: scores before the rung prunes)
       - {type: train, name: short, epochs: 2}    # the same run, continued by
       - {type: train, name: full, epochs: 6,     # the next train stage; with
          report_every_epoch: true}               # report_every_epoch it validates after
@@ -42,13 +41,11 @@ Pruning (single objective): train stages report the first objective at the step
 ``epoch`` (epochs trained so far in the trial's one run, counted across train stages:
 stage 2's first epoch after stage 1's 2 epochs is step 3), so Optuna's median,
 successive-halving and Hyperband pruners and Ray Tune's ASHA compare trials epoch by
-epoch. A proxy stage's ``report`` proxy is a rung of its own, never a step of that
-axis: a trial whose proxy is worse (in the first objective's direction) than the
-median of every earlier trial's score at that rung, pruned ones included (after the
-stage's ``n_startup_trials`` scores, else ``pruner.n_startup_trials``, default 2; the Ray
-driver: ASHA's cutoff, the top ``1 / reduction_factor``, after the stage's
-``n_startup_trials``, default 1) is pruned after the proxy stage; ``pruner: {type: none}``
-turns both off. Proxy scores are recorded as trial user attributes ``proxy/<name>``.
+epoch. A proxy stage's ``report`` proxy is a rung of its own, off that axis: a trial
+whose proxy is worse (in the first objective's direction) than the median of every
+earlier score at that rung, pruned trials' too, is pruned (after the stage's
+``n_startup_trials`` scores, else the pruner's, default 2; Ray: ASHA's cutoff, the top
+``1 / reduction_factor``, default start-up 1); ``pruner: {type: none}`` turns both off. Proxy scores are recorded as trial user attributes ``proxy/<name>``.
 A named sampler gets ``sampler.seed`` (else ``seed``) when it takes a ``seed`` argument.
 
 Metrics a trial produces (and objectives may name): ``params`` (unique trainable

@@ -130,6 +130,7 @@ from nasdet.search.trials import (
     is_scored,
     make_sampler,
     mark_interrupted,
+    rung_startup,
 )
 from nasdet.utils.output import output_to
 from nasdet.utils.ray_cluster import RAY_ADDRESS_ENV, connect_ray, ray_target
@@ -414,12 +415,10 @@ class RaySearch:
         ot_study.set_user_attr("ray_experiment", str(self.experiment_path))
         enqueue_listed(searcher._ot_study, self.config)  # the config's enqueue list first
         if self.early_stopping:
-            last = max(s.options["epochs"] for s in self.config.stages if s.type == "train") \
-                if any(s.type == "train" for s in self.config.stages) else 1
+            last = max((s.options["epochs"] for s in self.config.stages if s.type == "train"), default=1)
             scheduler = EpochASHAScheduler(
                 n_stages=n_stages, time_attr="epoch", metric="score", mode=_mode(objectives[0].direction),
-                startup={s.name: s.options["n_startup_trials"] for s in self.config.stages
-                         if "n_startup_trials" in s.options},
+                startup=rung_startup(self.config),
                 grace_period=1, max_t=max(2, last), reduction_factor=self.reduction_factor,
                 stop_last_trials=False)
         else:

@@ -301,6 +301,12 @@ def proxy_rung_prunes(config: SearchConfig, value: float, others: Iterable[float
     return value < median if config.objectives[0].direction == "maximize" else value > median
 
 
+def rung_startup(config: SearchConfig) -> dict[str, int]:
+    """Proxy stage name -> its ``n_startup_trials``, for the stages that set one."""
+    return {s.name: int(s.options["n_startup_trials"]) for s in config.stages
+            if "n_startup_trials" in s.options}
+
+
 def objective_values(config: SearchConfig, metrics: Mapping[str, Any]) -> list[float]:
     """The objectives' values of a finished trial (KeyError: one is missing)."""
     return [float(metrics[o.metric]) for o in config.objectives]
