@@ -176,10 +176,10 @@ def id_guided_gain(bench: Benchmark, *, metric: str = "ap", epoch: int | None = 
     Returns:
         None without a proposal whose source is in the table, else ``{"n", "delta",
         "delta_other_seed", "beyond_size", "size_model", "params_ratio", "fewer_params",
-        "macs_ratio", "seed_sd",
-        "source_mean", "population_mean", "epoch", "metric"}`` (``delta*``:
-        :func:`mean_difference` of proposal minus source; ratios: median proposal /
-        source; ``fewer_params``: the share of proposals smaller than their source).
+        "macs_ratio", "seed_sd", "source_mean", "population_mean", "epoch", "metric"}``
+        (``delta*``: :func:`mean_difference` of proposal minus source; ratios: median
+        proposal / source; ``fewer_params``: the share of proposals smaller than their
+        source).
     """
     e = bench.epochs if epoch is None else int(epoch)
     by_run = {(r["arch_id"], r["seed"]): r for r in bench.rows}
@@ -199,13 +199,12 @@ def id_guided_gain(bench: Benchmark, *, metric: str = "ap", epoch: int | None = 
     sampled = bench.sampled().first_seed()
     population = bench.target(sampled, metric, e)
     model = _size_model(sampled, population)
-    observed = [p[metric][e - 1] - s[metric][e - 1] for p, s in zip(props, sources, strict=True)]
+    prop_ap, source_ap = ([r[metric][e - 1] for r in rs] for rs in (props, sources))
+    observed = np.subtract(prop_ap, source_ap)
     expected = [model["fit"](p) - model["fit"](s) for p, s in zip(props, sources, strict=True)]
     return {
         "metric": metric, "epoch": e, "n": len(props),
-        "delta": mean_difference([p[metric][e - 1] for p in props],
-                                 [s[metric][e - 1] for s in sources],
-                                 n_resamples=n_resamples, seed=seed),
+        "delta": mean_difference(prop_ap, source_ap, n_resamples=n_resamples, seed=seed),
         "delta_other_seed": mean_difference([p[metric][e - 1] for p, _ in others],
                                             [o[metric][e - 1] for _, o in others],
                                             n_resamples=n_resamples, seed=seed),
@@ -219,7 +218,7 @@ def id_guided_gain(bench: Benchmark, *, metric: str = "ap", epoch: int | None = 
                                        for p, s in zip(props, sources, strict=True)])),
         # one training's seed SD: the SD of a two-seed difference over sqrt(2)
         "seed_sd": float(np.std(gaps, ddof=1) / math.sqrt(2)) if len(gaps) > 1 else math.nan,
-        "source_mean": float(np.mean([s[metric][e - 1] for s in sources])),
+        "source_mean": float(np.mean(source_ap)),
         "population_mean": float(np.mean(population)) if population else math.nan}
 
 

@@ -45,8 +45,8 @@ epoch. A proxy stage's ``report`` proxy is a rung of its own, off that axis: a t
 whose proxy is worse (in the first objective's direction) than the median of every
 earlier score at that rung, pruned trials' too, is pruned (after the stage's
 ``n_startup_trials`` scores, else the pruner's, default 2; Ray: ASHA's cutoff, the top
-``1 / reduction_factor``, default start-up 1); ``pruner: {type: none}`` turns both off. Proxy scores are recorded as trial user attributes ``proxy/<name>``.
-A named sampler gets ``sampler.seed`` (else ``seed``) when it takes a ``seed`` argument.
+``1 / reduction_factor``, start-up 1); ``pruner: {type: none}`` turns both off. Proxy
+scores are user attributes ``proxy/<name>``; a sampler taking ``seed`` gets ``sampler.seed``/``seed``.
 
 Metrics a trial produces (and objectives may name): ``params`` (unique trainable
 parameters, count), ``macs`` (multiply-accumulates at the space's input size, count),
