@@ -194,9 +194,9 @@ def id_guided_gain(bench: Benchmark, *, metric: str = "ap", epoch: int | None = 
     sources = [by_run[(p["source_arch"], p["source_seed"])] for p in props]
     others = [(p, next(o for o in runs[p["source_arch"]] if o["seed"] != p["source_seed"]))
               for p in props if any(o["seed"] != p["source_seed"] for o in runs[p["source_arch"]])]
-    pairs = bench.sampled().seed_pairs()
-    gaps = [a[metric][e - 1] - b[metric][e - 1] for a, b in pairs]
-    sampled = bench.sampled().first_seed()
+    population_bench = bench.sampled()
+    gaps = [a[metric][e - 1] - b[metric][e - 1] for a, b in population_bench.seed_pairs()]
+    sampled = population_bench.first_seed()
     population = bench.target(sampled, metric, e)
     model = _size_model(sampled, population)
     prop_ap, source_ap = ([r[metric][e - 1] for r in rs] for rs in (props, sources))
