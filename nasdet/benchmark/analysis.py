@@ -143,7 +143,7 @@ def analyse(bench: Benchmark, *, metric: str = "ap", n_resamples: int = 2000,
         st["kind"] = p["kind"]
         st["note"] = p.get("note")
         results[name] = st
-    goal = _goal(results)
+    goal = _goal(results, len(rows))
     return {"metric": metric, "epochs": epochs, "architectures": len(rows),
             "rows": len(bench.rows), "seed_pairs": len(pairs), "retest": retest,
             "target_epoch": target_epoch, "target_reason": reason, "stability": stability,
@@ -242,8 +242,12 @@ def _size_model(rows: list[dict[str, Any]], target: list[float]) -> dict[str, An
             "fit": lambda r: float(features(r) @ coef)}
 
 
-def _goal(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Does an ID-based predictor beat #params and MACs (paired, 95%) under 2% cost?"""
+def _goal(results: dict[str, dict[str, Any]], n: int) -> dict[str, Any]:
+    """Does an ID-based predictor beat #params and MACs (paired, 95%) under 2% cost?
+
+    ``architectures_needed``: how many architectures would bring the widest ID interval
+    to half-width 0.1 at the same noise, a bootstrap interval narrowing as 1/sqrt(n).
+    """
     passing, widths = [], []
     for name, st in results.items():
         if not st["kind"].startswith("id"):
@@ -253,7 +257,10 @@ def _goal(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if lo_p > 0 and lo_m > 0 and st["cost_fraction"] < COST_GOAL:
             passing.append(name)
     half = float(np.nanmax(widths)) if widths else math.nan
-    return {"passing": passing, "max_tau_half_width": half,
+    needed = None
+    if math.isfinite(half) and half > 0.1:
+        needed = math.ceil(round(n * (half / 0.1) ** 2, 6))  # round: 0.15 -> 225, not 226
+    return {"passing": passing, "max_tau_half_width": half, "architectures_needed": needed,
             "decisive": bool(passing) or (math.isfinite(half) and half <= 0.1),
             "rule": "an ID-based predictor whose paired delta tau over #params and over MACs "
                     f"has a 95% interval above 0 at under {COST_GOAL:.0%} of the training cost; "

@@ -116,7 +116,9 @@ def write_benchmark_report(result: dict[str, Any], out_dir: str | Path) -> Path:
                + ("; every ID interval is tight enough (half-width <= 0.1) for this to be a "
                   "finding." if goal["decisive"] else
                   f"; the intervals are still too wide to call it (largest tau half-width "
-                  f"{goal['max_tau_half_width']:.2f} > 0.1): more architectures are needed."))
+                  f"{goal['max_tau_half_width']:.2f} > 0.1): about "
+                  f"{goal.get('architectures_needed') or '?'} architectures would narrow it "
+                  "to 0.1 at this noise (intervals shrink as 1/sqrt(n))."))
     lines += [verdict, "",
               f"{result['architectures']} architectures ({result['rows']} trainings, "
               f"{result['seed_pairs']} architectures with a second seed), "

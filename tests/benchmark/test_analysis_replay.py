@@ -34,6 +34,23 @@ def test_analysis_ranks_an_oracle_first_and_an_anti_proxy_last(synthetic_table):
     assert "oracle" not in result["goal"]["passing"]  # not an ID proxy
 
 
+def test_the_goal_says_how_many_architectures_would_decide_it():
+    from nasdet.benchmark.analysis import _goal
+
+    def stat(lo, hi, kind="id"):
+        return {"kind": kind, "tau_ci": [lo, hi], "delta_tau_params_ci": [-0.1, 0.1],
+                "delta_tau_macs_ci": [-0.1, 0.1], "cost_fraction": 0.01}
+
+    # Widest ID interval half-width 0.15 at n = 100: (0.15 / 0.1)^2 * 100 = 225 by 1/sqrt(n);
+    # a wider non-ID interval does not count.
+    goal = _goal({"a": stat(0.0, 0.3), "b": stat(0.1, 0.3), "p": stat(-0.5, 0.5, "proxy")}, 100)
+    assert not goal["decisive"] and goal["architectures_needed"] == 225
+    goal = _goal({"a": stat(0.0, 0.31)}, 100)
+    assert goal["architectures_needed"] == 241  # 240.25 rounds up
+    goal = _goal({"a": stat(0.1, 0.3)}, 100)
+    assert goal["decisive"] and goal["architectures_needed"] is None
+
+
 def test_a_handful_of_seed_pairs_does_not_choose_the_target_epoch(synthetic_table):
     from nasdet.benchmark.analysis import MIN_PAIRS
 
