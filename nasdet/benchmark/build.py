@@ -246,6 +246,7 @@ def build_benchmark(plan: BenchmarkPlan, out_dir: str | Path, work_dir: str | Pa
     out_dir, work_dir = Path(out_dir).absolute(), Path(work_dir).absolute()
     space = SearchSpace.from_yaml(plan.space)
     meta_file = out_dir / "meta.json"
+    old: dict[str, Any] = {}
     if meta_file.is_file():
         old = json.loads(meta_file.read_text())
         for key in ("space", "epochs", "seed", "sample_seed", "probe_images",
@@ -261,8 +262,11 @@ def build_benchmark(plan: BenchmarkPlan, out_dir: str | Path, work_dir: str | Pa
                                   key=key)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {**plan.meta(), "space": str(Path(plan.space)), "format": FORMAT}
-    if not meta_file.is_file():
-        assemble(out_dir, meta)
+    # The plan is recorded before training, so a table growing over sessions says what it
+    # is being grown to; a smaller command (one taking a few jobs) does not shrink it.
+    for key in ("num_archs", "repeats"):
+        meta[key] = max(meta[key], int(old.get(key, 0)))
+    assemble(out_dir, meta)
     archs = dict(enumerate(sample_architectures(space, plan.num_archs, plan.sample_seed)))
     # ID-guided proposals a replay could not look up (proposals.json): after the plan's.
     proposed = {int(p["arch_id"]): p for p in read_proposals(out_dir)}

@@ -95,6 +95,29 @@ def test_a_job_resumed_mid_training_records_every_epoch_once(tmp_path, tiny_det_
         build_benchmark(_plan(tiny_det_root, epochs=3), out, work)
 
 
+def test_the_plan_is_recorded_before_training_and_never_shrinks(tmp_path, monkeypatch):
+    import nasdet.benchmark.build as build
+    from nasdet.benchmark.table import assemble, write_row
+    from tests.benchmark.conftest import make_rows
+
+    out, work = tmp_path / "table", tmp_path / "jobs"
+    small = _plan(tmp_path, epochs=6)
+    write_row(out, make_rows(num_archs=1, pairs=0)[0])
+    assemble(out, {**small.meta(), "format": build.FORMAT})
+
+    def killed(*args, **kwargs):  # the worker dies in the first job it takes
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(build, "run_job", killed)
+    with pytest.raises(NasdetError, match="killed"):
+        build_benchmark(_plan(tmp_path, epochs=6, num_archs=3, repeats=1), out, work)
+    meta = json.loads((out / "meta.json").read_text())
+    assert (meta["num_archs"], meta["repeats"]) == (3, 1)  # what the table is grown to
+    assert build_benchmark(small, out, work) == 0  # a smaller command: nothing to train
+    meta = json.loads((out / "meta.json").read_text())
+    assert (meta["num_archs"], meta["repeats"]) == (3, 1)
+
+
 def test_a_claimed_job_is_not_taken_twice(tmp_path):
     with claim(tmp_path, "a000_s0") as first:
         with claim(tmp_path, "a000_s0") as second:
