@@ -309,7 +309,6 @@ def build_benchmark(plan: BenchmarkPlan, out_dir: str | Path, work_dir: str | Pa
                 f"this worker's ETA for the rest ~{left * rate / 60:.0f} min")
             if max_jobs is not None and done >= max_jobs:
                 break
-    assemble(out_dir, meta)
     return done
 
 
