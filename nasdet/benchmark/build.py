@@ -130,16 +130,32 @@ def claim(lock_dir: Path, name: str) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def cpu_of(cpuinfo: str) -> dict[str, str]:
+    """The first CPU of a ``/proc/cpuinfo`` text: ``cpu`` (its model name) and, on x86,
+    ``cpu_id`` (family, model, stepping). A virtual machine may name CPU generations of
+    very different speed alike ("AMD EPYC"); the numbers tell them apart."""
+    found: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if not key:
+            if found:
+                break  # the end of the first processor's block
+        elif key in ("model name", "cpu family", "model", "stepping"):
+            found.setdefault(key, value)
+    cpu = {"cpu": found.pop("model name", platform.processor())}
+    if found:
+        cpu["cpu_id"] = " ".join(f"{k} {v}" for k, v in found.items())
+    return cpu
+
+
 def _machine() -> dict[str, Any]:
     import torch
 
-    cpu = platform.processor()
+    cpuinfo = ""
     with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": cpu, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    return {**cpu_of(cpuinfo), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 

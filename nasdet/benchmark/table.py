@@ -62,8 +62,11 @@ UNITS = {
 
 
 def machine_of(row: dict[str, Any]) -> str:
-    """The CPU a row was trained on (``unknown`` for rows that do not say)."""
-    return str((row.get("machine") or {}).get("cpu") or "unknown")
+    """The CPU a row was trained on: its name, with its family/model/stepping where the
+    row records them (``unknown`` for rows that say nothing)."""
+    machine = row.get("machine") or {}
+    name = str(machine.get("cpu") or "unknown")
+    return f"{name} ({machine['cpu_id']})" if machine.get("cpu_id") else name
 
 
 def machine_scales(rows: Sequence[dict[str, Any]]) -> dict[str, float]:

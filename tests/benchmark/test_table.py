@@ -9,9 +9,16 @@ import math
 import numpy as np
 import pytest
 
-from nasdet.benchmark.build import BenchmarkPlan, sample_architectures
+from nasdet.benchmark.build import BenchmarkPlan, cpu_of, sample_architectures
 from nasdet.benchmark.proposals import PROPOSAL_IDS_FROM
-from nasdet.benchmark.table import FORMAT, Benchmark, load_benchmark, machine_scales, write_row
+from nasdet.benchmark.table import (
+    FORMAT,
+    Benchmark,
+    load_benchmark,
+    machine_of,
+    machine_scales,
+    write_row,
+)
 from nasdet.errors import NasdetError
 from tests.benchmark.conftest import SPACE, make_rows
 
@@ -102,6 +109,24 @@ def test_machine_scales_put_cpu_seconds_on_the_reference_machine():
     bench = Benchmark(rows)
     fast = next(r for r in rows if r["machine"]["cpu"] == "fast")
     assert bench.epoch_costs(fast) == pytest.approx([2.0 * c for c in fast["epoch_cpu_seconds"]])
+
+
+def test_cpus_named_alike_are_told_apart_by_family_and_model():
+    # Two processors of a 2-core virtual machine: only the first block is read.
+    zen = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\nmodel\t\t: 1\n"
+           "model name\t: AMD EPYC\nstepping\t: 2\nflags\t\t: fpu avx2\n\n"
+           "processor\t: 1\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: other\n")
+    assert cpu_of(zen) == {"cpu": "AMD EPYC", "cpu_id": "cpu family 23 model 1 stepping 2"}
+    # A CPU that gives no numbers (e.g. not x86) is named alone.
+    assert "cpu_id" not in cpu_of("model name\t: Neoverse\n")
+    rows = _timed_rows({"AMD EPYC": 1.0}, per_machine=8) + _timed_rows({"AMD EPYC": 4.0})
+    for row in rows[8:]:
+        row["machine"]["cpu_id"] = cpu_of(zen)["cpu_id"]
+    assert machine_of(rows[0]) == "AMD EPYC"  # rows recorded before the numbers were
+    slow = machine_of(rows[-1])
+    assert slow == "AMD EPYC (cpu family 23 model 1 stepping 2)"
+    # Pooled under one name the 4x slower machine would take the faster one's scale.
+    assert machine_scales(rows)[slow] == pytest.approx(0.25, rel=1e-9)
 
 
 def test_machine_scales_are_one_where_nothing_can_be_compared():
