@@ -137,11 +137,10 @@ def cpu_of(cpuinfo: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for line in cpuinfo.splitlines():
         key, _, value = (part.strip() for part in line.partition(":"))
-        if not key:
-            if found:
-                break  # the end of the first processor's block
-        elif key in ("model name", "cpu family", "model", "stepping"):
-            found.setdefault(key, value)
+        if not key and found:
+            break  # the end of the first processor's block
+        if key in ("model name", "cpu family", "model", "stepping"):
+            found[key] = value
     cpu = {"cpu": found.pop("model name", platform.processor())}
     if found:
         cpu["cpu_id"] = " ".join(f"{k} {v}" for k, v in found.items())
