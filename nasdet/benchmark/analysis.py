@@ -247,20 +247,28 @@ def _goal(results: dict[str, dict[str, Any]], n: int) -> dict[str, Any]:
 
     ``architectures_needed``: how many architectures would bring the widest ID interval
     to half-width 0.1 at the same noise, a bootstrap interval narrowing as 1/sqrt(n).
+    ``bound``: the most any cheap ID predictor can beat MACs by and stay inside its
+    interval (the highest upper end of Δτ over MACs under the cost goal, and whose):
+    what a "none" says in numbers.
     """
-    passing, widths = [], []
+    passing, widths, bound = [], [], None
     for name, st in results.items():
         if not st["kind"].startswith("id"):
             continue
         lo_p, lo_m = st["delta_tau_params_ci"][0], st["delta_tau_macs_ci"][0]
         widths.append((st["tau_ci"][1] - st["tau_ci"][0]) / 2)
-        if lo_p > 0 and lo_m > 0 and st["cost_fraction"] < COST_GOAL:
+        cheap = st["cost_fraction"] < COST_GOAL
+        if lo_p > 0 and lo_m > 0 and cheap:
             passing.append(name)
+        hi_m = st["delta_tau_macs_ci"][1]
+        if cheap and math.isfinite(hi_m) and (bound is None or hi_m > bound[0]):
+            bound = (float(hi_m), name)
     half = float(np.nanmax(widths)) if widths else math.nan
     needed = None
     if math.isfinite(half) and half > 0.1:
         needed = math.ceil(round(n * (half / 0.1) ** 2, 6))  # round: 0.15 -> 225, not 226
     return {"passing": passing, "max_tau_half_width": half, "architectures_needed": needed,
+            "bound": bound and {"delta_tau_macs_upper": bound[0], "predictor": bound[1]},
             "decisive": bool(passing) or (math.isfinite(half) and half <= 0.1),
             "rule": "an ID-based predictor whose paired delta tau over #params and over MACs "
                     f"has a 95% interval above 0 at under {COST_GOAL:.0%} of the training cost; "

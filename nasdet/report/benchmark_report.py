@@ -119,6 +119,10 @@ def write_benchmark_report(result: dict[str, Any], out_dir: str | Path) -> Path:
                   f"{goal['max_tau_half_width']:.2f} > 0.1): about "
                   f"{goal.get('architectures_needed') or '?'} architectures would narrow it "
                   "to 0.1 at this noise (intervals shrink as 1/sqrt(n))."))
+    if not goal["passing"] and goal.get("bound"):
+        verdict += (" Every ID predictor under 2% of the cost has a paired delta tau over "
+                    f"MACs of at most {goal['bound']['delta_tau_macs_upper']:+.2f} (the "
+                    f"highest upper end of their 95% intervals: {goal['bound']['predictor']}).")
     lines += [verdict, "",
               f"{result['architectures']} architectures ({result['rows']} trainings, "
               f"{result['seed_pairs']} architectures with a second seed), "

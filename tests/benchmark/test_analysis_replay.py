@@ -51,6 +51,21 @@ def test_the_goal_says_how_many_architectures_would_decide_it():
     assert goal["decisive"] and goal["architectures_needed"] is None
 
 
+def test_the_goal_bounds_what_a_cheap_id_predictor_could_gain_over_macs():
+    from nasdet.benchmark.analysis import _goal
+
+    def stat(hi_macs, cost, kind="id"):
+        return {"kind": kind, "tau_ci": [0.0, 0.2], "delta_tau_params_ci": [-0.1, 0.1],
+                "delta_tau_macs_ci": [hi_macs - 0.2, hi_macs], "cost_fraction": cost}
+
+    # The highest upper end among cheap ID predictors; a costly one and a non-ID one with
+    # higher ends do not count.
+    goal = _goal({"a": stat(0.03, 0.01), "b": stat(0.05, 0.019), "dear": stat(0.2, 0.05),
+                  "snip": stat(0.3, 0.001, "proxy")}, 100)
+    assert goal["bound"] == {"delta_tau_macs_upper": 0.05, "predictor": "b"}
+    assert _goal({"dear": stat(0.2, 0.05)}, 100)["bound"] is None
+
+
 def test_a_handful_of_seed_pairs_does_not_choose_the_target_epoch(synthetic_table):
     from nasdet.benchmark.analysis import MIN_PAIRS
 
@@ -138,6 +153,9 @@ def test_report_writes_markdown_and_plots(synthetic_table):
     path = report(synthetic_table, n_resamples=200)
     text = path.read_text()
     assert "Test-retest" in text and "| oracle | proxy |" in text
+    # No ID proxy of the synthetic table passes: the verdict bounds what they could gain.
+    assert "**Goal not met**" in text
+    assert "has a paired delta tau over MACs of at most " in text
     # target epoch 1 at 10 CPU s an epoch; one machine, so no scale to state
     assert "median 10 CPU s per architecture (one thread; 10-10)." in text
     for png in ("retest_ap.png", "tau_ap.png", "delta_tau_params_ap.png"):
