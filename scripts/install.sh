@@ -55,7 +55,7 @@ PY
 )"
 wheel_dir="$cache/wheels/mmcv-$mmcv_version-$key"
 if ! ls "$wheel_dir"/mmcv-*.whl >/dev/null 2>&1; then
-  log "building mmcv $mmcv_version with ops for $key (once; 13-25 min on 2 cores)"
+  log "building mmcv $mmcv_version with ops for $key (once; 12-25 min on 2 cores)"
   # mmcv's setup.py imports pkg_resources, which setuptools>=70 dropped; torch wants
   # setuptools>=77 at run time, so the old one is only there during the build.
   "${pip[@]}" "setuptools<70" wheel ninja
